@@ -1,0 +1,1 @@
+"""supportbot: what talks to people and ties the flow together."""

@@ -1,0 +1,177 @@
+"""The `supportbot` command line: ingest policies and search them (more commands follow)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import date
+from functools import wraps
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from bot.errors import SupportbotError
+from bot.factory import build_archive, build_embedder, build_retriever, build_store
+from bot.settings import Settings, load_settings
+from retrieval.errors import StoreError
+from retrieval.ingest import ingest_folder
+from retrieval.types import Audience, Turn
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn expected errors into one line on stderr and an exit code; never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except SupportbotError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def read_history(path: Path | None, text: tuple[str, ...]) -> list[Turn]:
+    """History from a JSON file of {"role", "text"} turns, or from --history-text turns."""
+    turns = [Turn("user", t) for t in text]
+    if path is None:
+        return turns
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8") or "[]")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--history") from exc
+    if not isinstance(raw, list) or not all(
+        isinstance(t, dict) and t.get("role") in {"user", "assistant"} and isinstance(t.get("text"), str)
+        for t in raw
+    ):
+        raise click.BadParameter(
+            'expected a JSON list of {"role": "user"|"assistant", "text": "..."}',
+            param_hint="--history",
+        )
+    return [Turn(t["role"], t["text"]) for t in raw] + turns
+
+
+@click.group()
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """supportbot: answers support questions from the company's policy documents."""
+    ctx.obj = load_settings_or_exit()
+
+
+def load_settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except SupportbotError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.pass_obj
+@friendly_errors
+def ingest(settings: Settings, path: Path | None, as_json: bool) -> None:
+    """Index the policy folder (default: SUPPORTBOT_POLICIES_DIR) incrementally."""
+    folder = path or settings.policies_dir
+    report = ingest_folder(
+        folder,
+        store=build_store(settings),
+        embedder=build_embedder(settings),
+        archive=build_archive(settings),
+        max_bytes=settings.max_document_bytes,
+        progress=not as_json,
+    )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "added": report.added,
+                    "changed": report.changed,
+                    "removed": report.removed,
+                    "unchanged": report.unchanged,
+                    "kept": report.kept,
+                    "failed": [{"path": f.path, "field": f.field, "problem": f.problem} for f in report.failed],
+                    "passages_embedded": report.chunks_indexed,
+                    "seconds": round(report.seconds, 2),
+                }
+            )
+        )
+        # Same exit status as the text output, so scripts using --json can detect failures.
+        sys.exit(1 if report.failed else 0)
+    for failure in report.failed:
+        click.echo(f"failed: {failure}", err=True)
+    for key in report.kept:
+        click.echo(f"kept: {key} (its file failed to load; the last good version stays indexed)", err=True)
+    click.echo(f"ingested {folder}: {report.summary()}")
+    if report.failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("question")
+@click.option("--audience", type=click.Choice([a.value for a in Audience]), default="customer",
+              show_default=True, help="Who is asking: internal staff also see internal policies.")
+@click.option("--history", "history_file", type=click.Path(path_type=Path),
+              help='JSON list of earlier turns: [{"role": "user"|"assistant", "text": ...}].')
+@click.option("--history-text", multiple=True, help="An earlier user message (repeatable).")
+@click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), help="Search the policies in force on this day.")
+@click.option("--top-k", type=click.IntRange(1, 100), help="How many passages to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_obj
+@friendly_errors
+def search(
+    settings: Settings,
+    question: str,
+    audience: str,
+    history_file: Path | None,
+    history_text: tuple[str, ...],
+    as_of: Any,
+    top_k: int | None,
+    as_json: bool,
+) -> None:
+    """Print the passages that best answer QUESTION, best first."""
+    # Opening the store would create an empty index, and every search would find nothing.
+    if not settings.index_dir.exists():
+        raise StoreError(f"no index at {settings.index_dir}: run `supportbot ingest` first")
+    retriever = build_retriever(settings)
+    if retriever.store.count() == 0:
+        raise StoreError(
+            f"the index at {settings.index_dir} is empty: run `supportbot ingest` first"
+        )
+    if top_k:
+        retriever.top_k = top_k
+    history = read_history(history_file, history_text)
+    day: date | None = as_of.date() if as_of else None
+    result = retriever.search(question, history=history, audience=Audience(audience), as_of=day)
+    if as_json:
+        click.echo(json.dumps({
+            "query": result.query.question,
+            "context": result.query.context,
+            "reranker": result.reranker,
+            "hits": [
+                {"doc_id": h.chunk.doc_id, "version": h.chunk.doc_version, "section": h.chunk.section,
+                 "chunk_id": h.chunk.chunk_id, "sha256": h.chunk.sha256, "score": round(h.score, 4),
+                 "url": h.chunk.url, "text": h.chunk.text}
+                for h in result.hits
+            ],
+            "timings_ms": {k: round(v, 1) for k, v in result.timings_ms.items()},
+        }))
+        return
+    if not result.hits:
+        click.echo("no passage found (nothing in the policies this audience may read matches)")
+        return
+    for rank, hit in enumerate(result.hits, start=1):
+        c = hit.chunk
+        click.echo(f"{rank}. [{c.doc_id} v{c.doc_version}] {c.section}  (score {hit.score:.3f})")
+        snippet = " ".join(c.text.split())
+        click.echo(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")

@@ -1,0 +1,24 @@
+"""The project's exception tree; every error a user can meet derives from SupportbotError.
+
+    SupportbotError
+    ├── ConfigError                  (bot.errors) bad or missing settings
+    └── RetrievalError               (retrieval.errors)
+        ├── DocumentError            a policy file that cannot be loaded (path + field)
+        ├── EmbeddingError           the embedder could not load or run
+        ├── StoreError               the index is missing, corrupted or unreachable
+        ├── RerankerError            a reranker backend failed (e.g. Cohere unreachable)
+        └── QueryError               a question that cannot be searched (empty, ...)
+
+Third-party errors are converted where they enter (`raise StoreError(...) from exc`), so
+callers only ever catch these, and the CLI turns them into one-line messages.
+"""
+
+from __future__ import annotations
+
+
+class SupportbotError(Exception):
+    """Base of every error supportbot raises on purpose; its message is safe to show."""
+
+
+class ConfigError(SupportbotError):
+    """Settings are missing or invalid."""

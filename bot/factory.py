@@ -1,0 +1,57 @@
+"""The one place where Settings choose backends: store, embedder, reranker, retriever."""
+
+from __future__ import annotations
+
+from bot.errors import ConfigError
+from bot.settings import Settings
+from retrieval.archive import VersionArchive
+from retrieval.embedding import MiniLMEmbedder
+from retrieval.rerankers.base import Reranker
+from retrieval.search import Retriever
+from retrieval.stores.base import PolicyStore
+from retrieval.stores.lancedb import LanceDBPolicyStore
+
+
+def build_embedder(settings: Settings) -> MiniLMEmbedder:
+    return MiniLMEmbedder(
+        settings.model_cache_dir,
+        batch_size=settings.embed_batch_size,
+        max_tokens=settings.embed_max_tokens,
+    )
+
+
+def build_store(settings: Settings) -> PolicyStore:
+    return LanceDBPolicyStore(settings.index_dir)
+
+
+def build_archive(settings: Settings) -> VersionArchive:
+    return VersionArchive(settings.archive_dir)
+
+
+def build_reranker(settings: Settings, embedder: MiniLMEmbedder) -> Reranker | None:
+    if settings.reranker == "none":
+        return None
+    if settings.reranker == "cohere":
+        from retrieval.rerankers.cohere import CohereReranker  # noqa: PLC0415 - optional
+
+        if settings.cohere_api_key is None:
+            raise ConfigError("SUPPORTBOT_RERANKER=cohere needs SUPPORTBOT_COHERE_API_KEY")
+        return CohereReranker(
+            api_key=settings.cohere_api_key.get_secret_value(),
+            model=settings.cohere_rerank_model,
+            base_url=settings.cohere_base_url,
+            timeout_s=settings.cohere_timeout_s,
+        )
+    return None  # TODO(local reranker): replaced once measured
+
+
+def build_retriever(settings: Settings) -> Retriever:
+    embedder = build_embedder(settings)
+    return Retriever(
+        build_store(settings),
+        embedder,
+        build_reranker(settings, embedder),
+        candidates=settings.candidates,
+        top_k=settings.top_k,
+        max_question_chars=settings.max_question_chars,
+    )

@@ -1,0 +1,72 @@
+"""The one frozen Settings object, read once at start-up from the environment and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Every knob of supportbot; `SUPPORTBOT_<NAME>` in the environment overrides each."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SUPPORTBOT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    data_dir: Path = Path(".supportbot")
+    policies_dir: Path = Path("policies")
+
+    # Backends: embedded defaults need no server and no credentials.
+    store: Literal["lancedb"] = "lancedb"
+    reranker: Literal["local", "cohere", "none"] = "local"
+
+    # Embedding: MiniLM reads at most 256 word pieces; batch size trades memory for speed.
+    embed_batch_size: int = Field(default=32, ge=1, le=512)
+    embed_max_tokens: int = Field(default=256, ge=16, le=512)
+
+    # Search: how many candidates each retriever brings, how many passages are returned.
+    candidates: int = Field(default=40, ge=1, le=1000)
+    top_k: int = Field(default=5, ge=1, le=100)
+
+    # Bad input limits: a question longer than this is cut; a larger policy file is refused.
+    max_question_chars: int = Field(default=4000, ge=100)
+    max_document_bytes: int = Field(default=5_000_000, ge=1000)
+
+    # Cohere (production reranker); the key is a secret and never printed.
+    cohere_api_key: SecretStr | None = None
+    cohere_base_url: str | None = None
+    cohere_rerank_model: str = "rerank-v3.5"
+    cohere_timeout_s: float = Field(default=5.0, gt=0)
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.data_dir / "archive"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.data_dir / "models"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning pydantic's validation error into a one-line ConfigError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"SUPPORTBOT_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

@@ -1,0 +1,1 @@
+"""The tone model and other generator backends (see the "Tone model" issue)."""

@@ -1,0 +1,1 @@
+"""Policies in, passages out: loading, chunking, embeddings, stores, reranking, ingest."""

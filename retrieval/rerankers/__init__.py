@@ -1,0 +1,1 @@
+"""Rerankers: reorder a search's candidates by how well they answer the question."""

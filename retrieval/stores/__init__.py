@@ -1,0 +1,1 @@
+"""Policy stores: where chunks and their vectors live, and how they are searched."""

@@ -1,0 +1,1 @@
+"""Fakes of remote services that cannot run here; each speaks the service's real wire format."""
