@@ -40,13 +40,28 @@ def corpus_documents(path: Path) -> list[Prepared]:
         title = row.get("title") or ""
         text = row["text"].strip()
         doc = PolicyDocument(
-            id=row["doc_id"], title=title, version=1, audience=Audience.CUSTOMER,
-            body=text, format="text", sha256=sha, source_path=str(path), url=row.get("url") or "",
+            id=row["doc_id"],
+            title=title,
+            version=1,
+            audience=Audience.CUSTOMER,
+            body=text,
+            format="text",
+            sha256=sha,
+            source_path=str(path),
+            url=row.get("url") or "",
         )
         chunk = Chunk(
-            chunk_id=f"{doc.id}@v1#0", doc_id=doc.id, doc_version=1, doc_sha256=sha, title=title,
-            section=title, text=text, sha256=hashlib.sha256(text.encode()).hexdigest(),
-            audience=Audience.CUSTOMER, ordinal=0, url=doc.url,
+            chunk_id=f"{doc.id}@v1#0",
+            doc_id=doc.id,
+            doc_version=1,
+            doc_sha256=sha,
+            title=title,
+            section=title,
+            text=text,
+            sha256=hashlib.sha256(text.encode()).hexdigest(),
+            audience=Audience.CUSTOMER,
+            ordinal=0,
+            url=doc.url,
         )
         out.append(Prepared(doc, raw, (chunk,)))
     return out
@@ -63,7 +78,8 @@ def read_queries(path: Path) -> list[EvalQuery]:
                 standalone=row.get("standalone_question"),
                 gold=frozenset(row.get("gold_doc_ids") or []),
                 answerable=bool(row.get("answerable", True)),
-                expected=row.get("expected_behavior") or ("answer" if row.get("answerable", True) else "abstain"),
+                expected=row.get("expected_behavior")
+                or ("answer" if row.get("answerable", True) else "abstain"),
                 gold_answer=row.get("gold_answer") or "",
             )
         )

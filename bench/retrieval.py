@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.evalsets import (  # noqa: E402
+from bench.evalsets import (
     EvalQuery,
     corpus_documents,
     mean_metrics,
@@ -44,12 +44,17 @@ def bm25_figures(corpus: Path, queries: list[EvalQuery]) -> dict[str, dict[str, 
     stemmer = Stemmer.Stemmer("english")
     docs = [f"{r.get('title') or ''}\n{r['text']}" for r in rows]
     index = bm25s.BM25(k1=0.9, b=0.4)
-    index.index(bm25s.tokenize(docs, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    index.index(
+        bm25s.tokenize(docs, stopwords="en", stemmer=stemmer, show_progress=False),
+        show_progress=False,
+    )
 
     def run(texts: list[str]) -> dict[str, float]:
         tokens = bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False)
         found, _ = index.retrieve(tokens, k=10, show_progress=False, n_threads=1)
-        return mean_metrics([metrics([ids[i] for i in found[n]], q.gold) for n, q in enumerate(queries)])
+        return mean_metrics(
+            [metrics([ids[i] for i in found[n]], q.gold) for n, q in enumerate(queries)]
+        )
 
     question = run([q.question for q in queries])
     history = run([" ".join([t.text for t in q.history] + [q.question]) for q in queries])
@@ -90,7 +95,9 @@ def serve_queries(
         stages[stage] = percentiles([t[stage] for t in timings])
     stages["total"] = percentiles([sum(t.values()) for t in timings])
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out.put({"system": mean_metrics(per_query), "latency_ms": stages, "peak_rss_mb": round(peak_mb, 1)})
+    out.put(
+        {"system": mean_metrics(per_query), "latency_ms": stages, "peak_rss_mb": round(peak_mb, 1)}
+    )
 
 
 def in_child(*args: Any) -> dict[str, Any]:
@@ -110,8 +117,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--reranker", default="local", choices=["local", "none", "cohere"])
     parser.add_argument("--max-tokens", type=int, default=None, help="embedder truncation")
-    parser.add_argument("--context-modes", action="store_true",
-                        help="also measure question-only and standalone-rewrite search")
+    parser.add_argument(
+        "--context-modes",
+        action="store_true",
+        help="also measure question-only and standalone-rewrite search",
+    )
     args = parser.parse_args()
 
     from bot.settings import load_settings
@@ -127,12 +137,21 @@ def main() -> None:
         retriever = build(data_dir, "none", max_tokens)
         retriever.warm_up()
         started = time.perf_counter()
-        sync(prepared, store=retriever.store, embedder=retriever.embedder,
-             archive=VersionArchive(data_dir / "archive"), progress=not args.json)
+        sync(
+            prepared,
+            store=retriever.store,
+            embedder=retriever.embedder,
+            archive=VersionArchive(data_dir / "archive"),
+            progress=not args.json,
+        )
         ingest_s = time.perf_counter() - started
         started = time.perf_counter()
-        again = sync(prepared, store=retriever.store, embedder=retriever.embedder,
-                     archive=VersionArchive(data_dir / "archive"))
+        again = sync(
+            prepared,
+            store=retriever.store,
+            embedder=retriever.embedder,
+            archive=VersionArchive(data_dir / "archive"),
+        )
         reingest_s = time.perf_counter() - started
         assert again.chunks_indexed == 0, "unchanged corpus was re-embedded"
         del retriever
@@ -152,18 +171,30 @@ def main() -> None:
     if args.json:
         print(json.dumps(report))
         return
-    print(f"{args.corpus.parent.name}: {len(prepared)} passages, {len(queries)} answerable questions")
-    print(f"{'':14} {'R@5':>7} {'R@10':>7} {'nDCG@10':>8} {'MRR':>7}")
-    for name in ("system", "system_question", "system_standalone", "bm25", "bm25_question", "bm25_history"):
+    print(
+        f"{args.corpus.parent.name}: {len(prepared)} passages, {len(queries)} answerable questions"
+    )
+    print(f"{'':18} {'R@5':>7} {'R@10':>7} {'nDCG@10':>7} {'MRR':>7}")
+    for name in (
+        "system",
+        "system_question",
+        "system_standalone",
+        "bm25",
+        "bm25_question",
+        "bm25_history",
+    ):
         if name in report:
             m = report[name]
-            print(f"{name:14} {m['recall@5']:7.3f} {m['recall@10']:7.3f} {m['ndcg@10']:8.3f} {m['mrr']:7.3f}")
+            cells = " ".join(f"{m[k]:7.3f}" for k in ("recall@5", "recall@10", "ndcg@10", "mrr"))
+            print(f"{name:18} {cells}")
     ratio = report["system"]["ndcg@10"] / max(report["bm25"]["ndcg@10"], 1e-9)
     print(f"nDCG@10 vs best BM25: x{ratio:.2f} (target x1.30)")
     for stage, p in report["latency_ms"].items():
         print(f"latency {stage:10} p50 {p['p50']:7.1f} ms  p95 {p['p95']:7.1f} ms")
-    print(f"ingest {report['ingest_passages_per_s']} passages/s; unchanged re-ingest "
-          f"{report['reingest_unchanged_s']} s; search process peak RSS {report['peak_rss_mb']} MB")
+    print(
+        f"ingest {report['ingest_passages_per_s']} passages/s; unchanged re-ingest "
+        f"{report['reingest_unchanged_s']} s; search process peak RSS {report['peak_rss_mb']} MB"
+    )
 
 
 if __name__ == "__main__":

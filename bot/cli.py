@@ -50,7 +50,9 @@ def read_history(path: Path | None, text: tuple[str, ...]) -> list[Turn]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--history") from exc
     if not isinstance(raw, list) or not all(
-        isinstance(t, dict) and t.get("role") in {"user", "assistant"} and isinstance(t.get("text"), str)
+        isinstance(t, dict)
+        and t.get("role") in {"user", "assistant"}
+        and isinstance(t.get("text"), str)
         for t in raw
     ):
         raise click.BadParameter(
@@ -100,7 +102,10 @@ def ingest(settings: Settings, path: Path | None, as_json: bool) -> None:
                     "removed": report.removed,
                     "unchanged": report.unchanged,
                     "kept": report.kept,
-                    "failed": [{"path": f.path, "field": f.field, "problem": f.problem} for f in report.failed],
+                    "failed": [
+                        {"path": f.path, "field": f.field, "problem": f.problem}
+                        for f in report.failed
+                    ],
                     "passages_embedded": report.chunks_indexed,
                     "seconds": round(report.seconds, 2),
                 }
@@ -111,7 +116,9 @@ def ingest(settings: Settings, path: Path | None, as_json: bool) -> None:
     for failure in report.failed:
         click.echo(f"failed: {failure}", err=True)
     for key in report.kept:
-        click.echo(f"kept: {key} (its file failed to load; the last good version stays indexed)", err=True)
+        click.echo(
+            f"kept: {key} (its file failed to load; the last good version stays indexed)", err=True
+        )
     click.echo(f"ingested {folder}: {report.summary()}")
     if report.failed:
         sys.exit(1)
@@ -119,12 +126,25 @@ def ingest(settings: Settings, path: Path | None, as_json: bool) -> None:
 
 @main.command()
 @click.argument("question")
-@click.option("--audience", type=click.Choice([a.value for a in Audience]), default="customer",
-              show_default=True, help="Who is asking: internal staff also see internal policies.")
-@click.option("--history", "history_file", type=click.Path(path_type=Path),
-              help='JSON list of earlier turns: [{"role": "user"|"assistant", "text": ...}].')
+@click.option(
+    "--audience",
+    type=click.Choice([a.value for a in Audience]),
+    default="customer",
+    show_default=True,
+    help="Who is asking: internal staff also see internal policies.",
+)
+@click.option(
+    "--history",
+    "history_file",
+    type=click.Path(path_type=Path),
+    help='JSON list of earlier turns: [{"role": "user"|"assistant", "text": ...}].',
+)
 @click.option("--history-text", multiple=True, help="An earlier user message (repeatable).")
-@click.option("--as-of", type=click.DateTime(formats=["%Y-%m-%d"]), help="Search the policies in force on this day.")
+@click.option(
+    "--as-of",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="Search the policies in force on this day.",
+)
 @click.option("--top-k", type=click.IntRange(1, 100), help="How many passages to show.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_obj
@@ -154,18 +174,29 @@ def search(
     day: date | None = as_of.date() if as_of else None
     result = retriever.search(question, history=history, audience=Audience(audience), as_of=day)
     if as_json:
-        click.echo(json.dumps({
-            "query": result.query.question,
-            "context": result.query.context,
-            "reranker": result.reranker,
-            "hits": [
-                {"doc_id": h.chunk.doc_id, "version": h.chunk.doc_version, "section": h.chunk.section,
-                 "chunk_id": h.chunk.chunk_id, "sha256": h.chunk.sha256, "score": round(h.score, 4),
-                 "url": h.chunk.url, "text": h.chunk.text}
-                for h in result.hits
-            ],
-            "timings_ms": {k: round(v, 1) for k, v in result.timings_ms.items()},
-        }))
+        click.echo(
+            json.dumps(
+                {
+                    "query": result.query.question,
+                    "context": result.query.context,
+                    "reranker": result.reranker,
+                    "hits": [
+                        {
+                            "doc_id": h.chunk.doc_id,
+                            "version": h.chunk.doc_version,
+                            "section": h.chunk.section,
+                            "chunk_id": h.chunk.chunk_id,
+                            "sha256": h.chunk.sha256,
+                            "score": round(h.score, 4),
+                            "url": h.chunk.url,
+                            "text": h.chunk.text,
+                        }
+                        for h in result.hits
+                    ],
+                    "timings_ms": {k: round(v, 1) for k, v in result.timings_ms.items()},
+                }
+            )
+        )
         return
     if not result.hits:
         click.echo("no passage found (nothing in the policies this audience may read matches)")

@@ -7,6 +7,7 @@ from bot.settings import Settings
 from retrieval.archive import VersionArchive
 from retrieval.embedding import MiniLMEmbedder
 from retrieval.rerankers.base import Reranker
+from retrieval.rerankers.fusion import FusionReranker
 from retrieval.search import Retriever
 from retrieval.stores.base import PolicyStore
 from retrieval.stores.lancedb import LanceDBPolicyStore
@@ -32,7 +33,7 @@ def build_reranker(settings: Settings, embedder: MiniLMEmbedder) -> Reranker | N
     if settings.reranker == "none":
         return None
     if settings.reranker == "cohere":
-        from retrieval.rerankers.cohere import CohereReranker  # noqa: PLC0415 - optional
+        from retrieval.rerankers.cohere import CohereReranker
 
         if settings.cohere_api_key is None:
             raise ConfigError("SUPPORTBOT_RERANKER=cohere needs SUPPORTBOT_COHERE_API_KEY")
@@ -42,7 +43,7 @@ def build_reranker(settings: Settings, embedder: MiniLMEmbedder) -> Reranker | N
             base_url=settings.cohere_base_url,
             timeout_s=settings.cohere_timeout_s,
         )
-    return None  # TODO(local reranker): replaced once measured
+    return FusionReranker(embedder)
 
 
 def build_retriever(settings: Settings) -> Retriever:

@@ -62,7 +62,9 @@ def _entry(doc: PolicyDocument, chunks: Sequence[Chunk]) -> dict[str, Any]:
         "effective_from": doc.effective_from.isoformat() if doc.effective_from else None,
         "effective_until": doc.effective_until.isoformat() if doc.effective_until else None,
         "url": doc.url,
-        "chunks": [{"chunk_id": c.chunk_id, "sha256": c.sha256, "section": c.section} for c in chunks],
+        "chunks": [
+            {"chunk_id": c.chunk_id, "sha256": c.sha256, "section": c.section} for c in chunks
+        ],
     }
 
 

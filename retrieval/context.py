@@ -18,8 +18,35 @@ from retrieval.types import Turn
 
 # Words that point back into the conversation: a question using them is a follow-up.
 _ANAPHORA = frozenset(
-    "it its it's they them their theirs this that these those there he she his her "
-    "one ones same such also too else other another former latter".split()
+    [
+        "it",
+        "its",
+        "it's",
+        "they",
+        "them",
+        "their",
+        "theirs",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "he",
+        "she",
+        "his",
+        "her",
+        "one",
+        "ones",
+        "same",
+        "such",
+        "also",
+        "too",
+        "else",
+        "other",
+        "another",
+        "former",
+        "latter",
+    ]
 )
 _FOLLOW_UP_OPENERS = ("what about", "how about", "and ", "also", "what if", "same for", "or ")
 _WORD = re.compile(r"\w+", re.UNICODE)

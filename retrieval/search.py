@@ -7,10 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
-import numpy as np
-
 from retrieval.context import ConversationQuery, conversation_query
-from retrieval.embedding import MiniLMEmbedder
+from retrieval.embedding import MiniLMEmbedder, blend
 from retrieval.errors import RerankerError
 from retrieval.rerankers.base import Reranker
 from retrieval.stores.base import PolicyStore, fuse
@@ -90,8 +88,7 @@ class Retriever:
             # The conversation as its own queries: a blend of question and context vectors,
             # and keywords of both, weighted by how much the question leans on them.
             lean = self.history_weight * query.reliance
-            blended = vectors[0] + lean * vectors[1]
-            blended /= max(float(np.linalg.norm(blended)), 1e-12)
+            blended = blend(vectors[0], vectors[1], lean)
             rankings["vector_ctx"] = self.store.vector_search(blended, k=k, where=where)
             rankings["keyword_ctx"] = self.store.keyword_search(query.combined, k=k, where=where)
             weights |= {"vector_ctx": lean, "keyword_ctx": lean}
@@ -102,7 +99,7 @@ class Retriever:
         hits, used = candidates[: self.top_k], "none"
         if self.reranker is not None and candidates:
             try:
-                hits = self.reranker.rerank(query.combined, candidates, self.top_k)
+                hits = self.reranker.rerank(query, candidates, self.top_k)
                 used = self.reranker.name
             except RerankerError as exc:
                 # A failed reranker must not take search down: fused order is still good.

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
 
+import numpy as np
+from numpy.typing import NDArray
+
 
 class Audience(StrEnum):
     """Who may see a document: customers, or only internal support staff."""
@@ -100,3 +103,6 @@ class Hit:
     chunk: Chunk
     score: float
     signals: Mapping[str, float] = field(default_factory=dict)
+    # The stored embedding of the chunk, when the store returns it, so a reranker can
+    # score every candidate without embedding it again. Not part of equality.
+    vector: NDArray[np.float32] | None = field(default=None, compare=False, repr=False)

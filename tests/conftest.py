@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,11 +19,11 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def embedder(model_cache: Path) -> Iterator[MiniLMEmbedder]:
+def embedder(model_cache: Path) -> MiniLMEmbedder:
     """The real MiniLM embedder on the default runtime, warmed up."""
     emb = MiniLMEmbedder(model_cache)
     emb.warm_up()
-    yield emb
+    return emb
 
 
 @pytest.fixture

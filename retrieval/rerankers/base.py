@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from retrieval.context import ConversationQuery
 from retrieval.types import Hit
 
 
@@ -18,11 +19,11 @@ class Reranker(Protocol):
         """Load models or open connections; safe to call more than once."""
         ...
 
-    def rerank(self, query: str, hits: Sequence[Hit], top_k: int) -> list[Hit]:
+    def rerank(self, query: ConversationQuery, hits: Sequence[Hit], top_k: int) -> list[Hit]:
         """Return at most `top_k` of `hits`, best first, each with its new score.
 
-        `query` is the search query (already resolved against the conversation). Every
-        returned hit keeps its earlier signals and adds this reranker's under its name.
+        `query` is the question with its conversation context. Every returned hit keeps
+        its earlier signals and adds this reranker's under its name.
         Raises RerankerError if the backend fails.
         """
         ...

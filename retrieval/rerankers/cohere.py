@@ -12,6 +12,7 @@ import httpx
 from cohere.core.api_error import ApiError
 from cohere.core.parse_error import ParsingError
 
+from retrieval.context import ConversationQuery
 from retrieval.errors import RerankerError
 from retrieval.types import Hit
 
@@ -101,7 +102,7 @@ class CohereReranker:
         self._http = None
         self._client = None
 
-    def rerank(self, query: str, hits: Sequence[Hit], top_k: int) -> list[Hit]:
+    def rerank(self, query: ConversationQuery, hits: Sequence[Hit], top_k: int) -> list[Hit]:
         """Return at most `top_k` of `hits`, best first, scored by Cohere's relevance_score."""
         if not hits or top_k < 1:
             return []
@@ -115,7 +116,7 @@ class CohereReranker:
         documents = [truncate(hit.chunk.search_text, self.max_doc_chars) for hit in hits]
         try:
             response = self._client.rerank(
-                model=self.model, query=query, documents=documents, top_n=top_n
+                model=self.model, query=query.combined, documents=documents, top_n=top_n
             )
         except _SDK_ERRORS as exc:
             raise RerankerError(self._describe(exc)) from exc

@@ -83,6 +83,7 @@ def fuse(
     """
     scores: dict[str, float] = {}
     chunks: dict[str, Chunk] = {}
+    vectors: dict[str, NDArray[np.float32] | None] = {}
     signals: dict[str, dict[str, float]] = {}
     for name, hits in rankings.items():
         weight = 1.0 if weights is None else weights.get(name, 1.0)
@@ -90,9 +91,14 @@ def fuse(
             cid = hit.chunk.chunk_id
             scores[cid] = scores.get(cid, 0.0) + weight / (RRF_K + rank)
             chunks.setdefault(cid, hit.chunk)
+            if vectors.get(cid) is None:
+                vectors[cid] = hit.vector
             signals.setdefault(cid, {})[name] = hit.score
     best = sorted(scores, key=lambda cid: (-scores[cid], cid))[:k]
-    return [Hit(chunks[cid], scores[cid], {**signals[cid], "fused": scores[cid]}) for cid in best]
+    return [
+        Hit(chunks[cid], scores[cid], {**signals[cid], "fused": scores[cid]}, vectors[cid])
+        for cid in best
+    ]
 
 
 def dedupe(hits: Iterable[Hit]) -> list[Hit]:

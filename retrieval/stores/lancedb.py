@@ -39,6 +39,7 @@ SCHEMA = pa.schema(
     ]
 )
 _COLUMNS = [f.name for f in SCHEMA if f.name != "vector"]
+_WITH_VECTOR = [*_COLUMNS, "vector"]
 _REBUILD = "delete it and run `supportbot ingest` to rebuild it"
 
 
@@ -76,11 +77,18 @@ def _chunk_from_row(row: dict[str, Any]) -> Chunk:
     )
 
 
+def _hit(row: dict[str, Any], signal: str, score: float) -> Hit:
+    vector = np.asarray(row["vector"], dtype=np.float32)
+    return Hit(_chunk_from_row(row), score, {signal: score}, vector)
+
+
 def _rows(chunks: Sequence[Chunk], vectors: NDArray[np.float32]) -> pa.Table:
     def col(name: str) -> list[Any]:
         return [getattr(c, name) for c in chunks]
 
-    data: dict[str, Any] = {name: col(name) for name in _COLUMNS if name not in {"doc_key", "search_text"}}
+    data: dict[str, Any] = {
+        name: col(name) for name in _COLUMNS if name not in {"doc_key", "search_text"}
+    }
     data["doc_key"] = [c.doc_key for c in chunks]
     data["search_text"] = [c.search_text for c in chunks]
     data["audience"] = [c.audience.value for c in chunks]
@@ -113,7 +121,7 @@ class LanceDBPolicyStore:
         )
 
     def _open(self) -> Any:
-        import lancedb  # noqa: PLC0415 - keep `import retrieval` light
+        import lancedb
 
         try:
             self._path.mkdir(parents=True, exist_ok=True)
@@ -168,7 +176,7 @@ class LanceDBPolicyStore:
             raise StoreError(f"writing to the index failed: {exc}") from exc
 
     def _refresh_fts(self) -> None:
-        from lancedb.index import FTS  # noqa: PLC0415
+        from lancedb.index import FTS
 
         if self.table.count_rows() == 0:
             return
@@ -216,7 +224,7 @@ class LanceDBPolicyStore:
                 self.table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
                 .distance_type("cosine")
                 .where(where_clause(where), prefilter=True)
-                .select(_COLUMNS)
+                .select(_WITH_VECTOR)
                 .limit(k)
                 .to_list()
             )
@@ -224,13 +232,10 @@ class LanceDBPolicyStore:
             raise
         except Exception as exc:
             raise self._read_error("vector search", exc) from exc
-        return [
-            Hit(_chunk_from_row(r), 1.0 - float(r["_distance"]), {"vector": 1.0 - float(r["_distance"])})
-            for r in rows
-        ]
+        return [_hit(r, "vector", 1.0 - float(r["_distance"])) for r in rows]
 
     def keyword_search(self, text: str, *, k: int, where: SearchFilter) -> list[Hit]:
-        from lancedb.query import MatchQuery  # noqa: PLC0415 - keep `import retrieval` light
+        from lancedb.query import MatchQuery
 
         if not text.strip() or self.count() == 0:
             return []
@@ -249,7 +254,10 @@ class LanceDBPolicyStore:
             raise
         except Exception as exc:
             raise self._read_error("keyword search", exc) from exc
-        return [Hit(_chunk_from_row(r), float(r["_score"]), {"keyword": float(r["_score"])}) for r in rows]
+        return [
+            Hit(_chunk_from_row(r), float(r["_score"]), {"keyword": float(r["_score"])})
+            for r in rows
+        ]
 
     def hybrid_search(
         self, text: str, vector: NDArray[np.float32], *, k: int, where: SearchFilter
@@ -261,4 +269,3 @@ class LanceDBPolicyStore:
             },
             k=k,
         )
-

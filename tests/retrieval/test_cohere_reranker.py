@@ -10,6 +10,7 @@ import httpx
 import pytest
 from cohere.v2.types.v2rerank_response import V2RerankResponse
 
+from retrieval.context import ConversationQuery
 from retrieval.errors import RerankerError
 from retrieval.rerankers.cohere import CohereReranker, truncate
 from tests.fakes.cohere_server import RERANK_PATH, FakeCohereServer, relevance
@@ -76,7 +77,7 @@ def test_request_carries_model_query_documents_top_n_and_key(
     assert sent.headers["authorization"] == f"Bearer {KEY}"
     assert sent.headers["content-type"] == "application/json"
     assert sent.json["model"] == "rerank-v3.5"
-    assert sent.json["query"] == query
+    assert sent.json["query"] == query.combined
     assert sent.json["documents"] == [hit.chunk.search_text for hit in hits]
     assert sent.json["top_n"] == 3
 
@@ -94,7 +95,7 @@ def test_long_documents_are_truncated(server: FakeCohereServer, reranker: Cohere
     """A chunk longer than the limit is sent cut to max_doc_chars, from its start."""
     long_text = "password reset " * 1000
     hit = make_hit(make_chunk("long#0", long_text, section="Account"), score=0.5)
-    reranker.rerank("reset password", [hit], top_k=1)
+    reranker.rerank(ConversationQuery("reset password", "", 0.0), [hit], top_k=1)
     sent = server.requests[0].json["documents"][0]
     assert len(sent) <= reranker.max_doc_chars
     assert len(sent) > reranker.max_doc_chars * 0.9
@@ -124,7 +125,7 @@ def test_scores_are_cohere_relevance_scores(reranker: CohereReranker) -> None:
     query, hits = password_case()
     ranked = reranker.rerank(query, hits, top_k=len(hits))
     for hit in ranked:
-        expected = relevance(query, hit.chunk.search_text)
+        expected = relevance(query.combined, hit.chunk.search_text)
         assert hit.score == pytest.approx(expected)
         assert hit.signals["cohere"] == hit.score
     assert ranked[0].score > 0

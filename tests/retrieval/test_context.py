@@ -61,4 +61,4 @@ def test_control_characters_are_removed_and_length_capped():
 
 def test_other_scripts_survive_cleaning():
     """Questions in other scripts keep their text (only control characters go)."""
-    assert clean_text("Как вернуть товар？ 退货政策", max_chars=100) == "Как вернуть товар？ 退货政策"
+    assert clean_text("Как вернуть товар? 退货政策", max_chars=100) == "Как вернуть товар? 退货政策"

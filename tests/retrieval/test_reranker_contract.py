@@ -12,12 +12,15 @@ from collections.abc import Iterator
 
 import pytest
 
+from retrieval.context import ConversationQuery
+from retrieval.embedding import MiniLMEmbedder
 from retrieval.rerankers.base import Reranker
 from retrieval.rerankers.cohere import CohereReranker
+from retrieval.rerankers.fusion import FusionReranker
 from retrieval.types import Audience, Chunk, Hit
 from tests.fakes.cohere_server import FakeCohereServer
 
-PASSWORD_QUERY = "how do I reset my password"
+PASSWORD_QUERY = ConversationQuery("how do I reset my password", context="", reliance=0.0)
 
 
 def make_chunk(chunk_id: str, text: str, *, section: str = "", title: str = "Help") -> Chunk:
@@ -41,7 +44,7 @@ def make_hit(chunk: Chunk, score: float, **signals: float) -> Hit:
     return Hit(chunk=chunk, score=score, signals=dict(signals))
 
 
-def password_case() -> tuple[str, list[Hit]]:
+def password_case() -> tuple[ConversationQuery, list[Hit]]:
     """A clear case: one chunk answers the query, four are about other things.
 
     The answering chunk is placed last with the lowest first-stage score, so a reranker
@@ -145,6 +148,17 @@ class RerankerContract:
 
 
 # -- backends -----------------------------------------------------------------------------
+
+
+class TestFusionReranker(RerankerContract):
+    """The local default: dense + keyword score fusion, with the real MiniLM embedder."""
+
+    @pytest.fixture
+    def reranker(self, embedder: MiniLMEmbedder) -> Reranker:
+        reranker = FusionReranker(embedder)
+        reranker.warm_up()
+        return reranker
+
 
 FAKE_KEY = "contract-test-cohere-key"
 
