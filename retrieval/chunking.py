@@ -16,7 +16,9 @@ from markdown_it.token import Token
 from retrieval.errors import DocumentError
 from retrieval.types import Chunk, PolicyDocument
 
-DEFAULT_MAX_WORDS = 180
+# About what the embedder reads: 128 word pieces hold ~100 English words, so every word of
+# a chunk shapes its vector, and a citation points at a passage a person can read at once.
+DEFAULT_MAX_WORDS = 100
 PATH_SEPARATOR = " > "
 
 # Tables are on because policy pages use them for windows and fees; the rest is CommonMark.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -93,15 +94,18 @@ def sync(
     removed = sorted(k for k in indexed if k not in current and k not in kept)
 
     todo = [current[k] for k in (*added, *changed)]
-    # Archive first: every chunk the index can return must already be readable by auditors.
-    archive.record([(p.doc, p.raw, p.chunks) for p in todo])
     chunks = [c for p in todo for c in p.chunks]
-    if chunks or removed:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive") as pool:
+        # Archiving is disk work and embedding is CPU work: do them side by side.
+        archived = pool.submit(archive.record, [(p.doc, p.raw, p.chunks) for p in todo])
         vectors = (
             embedder.embed([c.search_text for c in chunks], progress=progress)
             if chunks
             else np.zeros((0, embedder.dim), dtype=np.float32)
         )
+        # Archived before indexed: every chunk a search can return is readable by auditors.
+        archived.result()
+    if chunks or removed:
         store.upsert(chunks, vectors, remove=removed)
     return IngestReport(
         added=tuple(added),

@@ -17,6 +17,7 @@ from retrieval.types import Audience, Chunk, Hit, SearchFilter
 
 TABLE = "chunks"
 DIM = 384
+ANN_MIN_ROWS = 1000
 
 SCHEMA = pa.schema(
     [
@@ -40,6 +41,7 @@ SCHEMA = pa.schema(
 )
 _COLUMNS = [f.name for f in SCHEMA if f.name != "vector"]
 _WITH_VECTOR = [*_COLUMNS, "vector"]
+# Scores are selected by name: LanceDB warns on stderr when it adds them by itself.
 _REBUILD = "delete it and run `supportbot ingest` to rebuild it"
 
 
@@ -171,20 +173,34 @@ class LanceDBPolicyStore:
                 .when_not_matched_by_source_delete(condition)
                 .execute(_rows(chunks, vectors))
             )
-            self._refresh_fts()
+            self._refresh_indexes()
         except Exception as exc:
             raise StoreError(f"writing to the index failed: {exc}") from exc
 
-    def _refresh_fts(self) -> None:
-        from lancedb.index import FTS
+    def _refresh_indexes(self) -> None:
+        """Rebuild the keyword index, and the vector index once the table is large enough.
 
-        if self.table.count_rows() == 0:
+        Each rebuild is its own commit after the data commit; until it lands, searches
+        still see every row (LanceDB scans rows an index does not cover yet).
+        """
+        from lancedb.index import FTS, HnswSq
+
+        rows = self.table.count_rows()
+        if rows == 0:
             return
         self.table.create_index(
             "search_text",
             config=FTS(with_position=False, stem=True, remove_stop_words=True, ascii_folding=True),
             replace=True,
         )
+        if rows >= ANN_MIN_ROWS:
+            # HNSW halves vector-search time at 5k chunks for a measured nDCG@10 change
+            # of -0.002; below this size an exact scan is about as fast.
+            self.table.create_index(
+                "vector",
+                config=HnswSq(distance_type="cosine", num_partitions=1),
+                replace=True,
+            )
 
     def delete(self, doc_keys: Collection[str]) -> None:
         self.upsert([], np.zeros((0, DIM), dtype=np.float32), remove=doc_keys)
@@ -224,7 +240,7 @@ class LanceDBPolicyStore:
                 self.table.search(np.asarray(vector, dtype=np.float32), vector_column_name="vector")
                 .distance_type("cosine")
                 .where(where_clause(where), prefilter=True)
-                .select(_WITH_VECTOR)
+                .select([*_WITH_VECTOR, "_distance"])
                 .limit(k)
                 .to_list()
             )
@@ -246,7 +262,7 @@ class LanceDBPolicyStore:
                 # (mypy cannot see the defaults of MatchQuery's pydantic fields.)
                 self.table.search(MatchQuery(text, "search_text"), query_type="fts")  # type: ignore[call-arg]
                 .where(where_clause(where), prefilter=True)
-                .select(_COLUMNS)
+                .select([*_COLUMNS, "_score"])
                 .limit(k)
                 .to_list()
             )
