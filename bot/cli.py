@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
-from bot.errors import SupportbotError
+from bot.errors import InputError, SupportbotError
 from bot.factory import build_archive, build_embedder, build_retriever, build_store
 from bot.settings import Settings, load_settings
 from retrieval.errors import StoreError
@@ -48,16 +48,15 @@ def read_history(path: Path | None, text: tuple[str, ...]) -> list[Turn]:
     try:
         raw = json.loads(path.read_text(encoding="utf-8") or "[]")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise click.BadParameter(f"cannot read {path}: {exc}", param_hint="--history") from exc
+        raise InputError(f"--history {path}: cannot read it as JSON ({exc})") from exc
     if not isinstance(raw, list) or not all(
         isinstance(t, dict)
         and t.get("role") in {"user", "assistant"}
         and isinstance(t.get("text"), str)
         for t in raw
     ):
-        raise click.BadParameter(
-            'expected a JSON list of {"role": "user"|"assistant", "text": "..."}',
-            param_hint="--history",
+        raise InputError(
+            f'--history {path}: expected a JSON list of {{"role": "user"|"assistant", "text": ...}}'
         )
     return [Turn(t["role"], t["text"]) for t in raw] + turns
 

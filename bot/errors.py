@@ -2,6 +2,7 @@
 
     SupportbotError
     ├── ConfigError                  (bot.errors) bad or missing settings
+    ├── InputError                   (bot.errors) a request the user has to fix (bad file)
     └── RetrievalError               (retrieval.errors)
         ├── DocumentError            a policy file that cannot be loaded (path + field)
         ├── EmbeddingError           the embedder could not load or run
@@ -22,3 +23,7 @@ class SupportbotError(Exception):
 
 class ConfigError(SupportbotError):
     """Settings are missing or invalid."""
+
+
+class InputError(SupportbotError):
+    """Input the user gave us that cannot be used as it is (e.g. a malformed history file)."""

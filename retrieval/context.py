@@ -2,8 +2,9 @@
 
 Most questions arrive mid-conversation ("what about international orders?"). Appending the
 whole history to the query drowns the question (measured: it lowers nDCG for BM25 and
-dense search alike), so the history is used with care: only recent user turns, weighted
-by how much the question leans on them, and as separate queries that are fused by rank.
+dense search alike), so the history is used with care: only the recent user turns and the
+opening of the last reply, weighted by how much the question leans on them, and as
+separate queries whose results are fused.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ _ANAPHORA = frozenset(
 )
 _FOLLOW_UP_OPENERS = ("what about", "how about", "and ", "also", "what if", "same for", "or ")
 _WORD = re.compile(r"\w+", re.UNICODE)
+ASSISTANT_CHARS = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +59,7 @@ class ConversationQuery:
     """The queries one question becomes."""
 
     question: str  # the question, cleaned
-    context: str  # recent user turns, most recent last ("" without history)
+    context: str  # recent user turns and the start of the last reply ("" without history)
     reliance: float  # 0..1: how much the question seems to lean on the conversation
 
     @property
@@ -100,5 +102,12 @@ def conversation_query(
     if not _WORD.search(cleaned):
         raise QueryError("the question is empty: ask something in words")
     users = [clean_text(t.text, max_chars=max_chars) for t in history if t.role == "user"]
-    context = " ".join(u for u in users[-turns:] if u)
+    parts = users[-turns:]
+    replies = [t.text for t in history if t.role == "assistant"]
+    if replies:
+        # The opening of the last reply names what the thread is about ("The Acorn Guest
+        # House is..."), which a follow-up like "do they allow pets?" points back at; the
+        # rest of a long reply would drown the question, so only its start is used.
+        parts.append(clean_text(replies[-1], max_chars=ASSISTANT_CHARS))
+    context = " ".join(p for p in parts if p)
     return ConversationQuery(cleaned, context, reliance_on_history(cleaned, history))

@@ -85,8 +85,8 @@ def fresh_data(root: Path, model_cache: Path) -> Path:
 
 
 def error_line(stderr: str) -> str:
-    """The single `error: ...` line of stderr (click's own usage errors say `Error:`)."""
-    lines = [ln for ln in stderr.splitlines() if ln.lower().startswith("error: ")]
+    """The single `error: ...` line of stderr, in supportbot's own one-line format."""
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("error: ")]
     assert len(lines) == 1, stderr
     return lines[0]
 

@@ -29,12 +29,17 @@ def test_short_anaphoric_follow_up_leans_more_than_a_full_question():
     assert follow_up <= 1.0
 
 
-def test_context_holds_recent_user_turns_only():
-    """Assistant turns are not searched: they repeat the passages, not the need."""
-    query = conversation_query("and for Plus members?", HISTORY)
-    assert "kettle" in query.context
-    assert "45 days" not in query.context
-    assert query.combined.endswith("and for Plus members?")
+def test_context_holds_user_turns_and_the_start_of_the_last_reply():
+    """The thread's subject comes from the user's turns and the opening of the last reply."""
+    history = (
+        Turn("user", "I need a guest house in the north"),
+        Turn("assistant", "The Acorn Guest House has rooms. " + "It is lovely. " * 100),
+    )
+    query = conversation_query("do they allow pets?", history)
+    assert "guest house in the north" in query.context
+    assert "Acorn Guest House" in query.context
+    assert len(query.context) < 400  # a long reply does not drown the question
+    assert query.combined.endswith("do they allow pets?")
 
 
 def test_context_keeps_the_last_turns():
