@@ -265,13 +265,13 @@ def test_history_text_carries_the_conversation(cli):
     result = cli.search(
         "what about international orders?", "--history-text", "Can I return a kettle?"
     )
-    assert result["context"] == "Can I return a kettle?"
+    assert result["context"] == "Can I return a kettle? Yes, within 45 days."
     assert "international-orders" in doc_ids(result)
     assert any("return" in h["section"].lower() for h in result["hits"][:3])
 
 
 def test_history_file_carries_the_conversation(cli, tmp_path):
-    """A --history JSON file supplies the earlier user turns; assistant turns are not context."""
+    """A --history JSON file supplies the earlier turns: the user's, then the reply's opening."""
     history = tmp_path / "history.json"
     history.write_text(
         json.dumps(
@@ -283,7 +283,7 @@ def test_history_file_carries_the_conversation(cli, tmp_path):
         encoding="utf-8",
     )
     result = cli.search("what about international orders?", "--history", str(history))
-    assert result["context"] == "Can I return a kettle?"
+    assert result["context"] == "Can I return a kettle? Yes, within 45 days."
     assert "international-orders" in doc_ids(result)
 
 
