@@ -154,7 +154,9 @@ class MiniLMEmbedder:
         import torch
         from onnxruntime.quantization import QuantType, quantize_dynamic
         from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # one-off: no bar
         target.parent.mkdir(parents=True, exist_ok=True)
         model = AutoModel.from_pretrained(str(model_dir)).eval()
 
