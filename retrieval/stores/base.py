@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -99,14 +99,3 @@ def fuse(
         Hit(chunks[cid], scores[cid], {**signals[cid], "fused": scores[cid]}, vectors[cid])
         for cid in best
     ]
-
-
-def dedupe(hits: Iterable[Hit]) -> list[Hit]:
-    """Keep the first hit of each chunk id, in order."""
-    seen: set[str] = set()
-    out: list[Hit] = []
-    for hit in hits:
-        if hit.chunk.chunk_id not in seen:
-            seen.add(hit.chunk.chunk_id)
-            out.append(hit)
-    return out
