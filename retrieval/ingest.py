@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.archive import VersionArchive
+from retrieval.archive import ArchivedVersion, VersionArchive
 from retrieval.chunking import chunk_document
 from retrieval.embedding import MiniLMEmbedder
 from retrieval.errors import DocumentError
@@ -134,19 +134,29 @@ def ingest_folder(
     # from another directory (a broken file's last good version is found by its path).
     folder = folder.absolute()
     prepared, failures = prepare_folder(folder, max_bytes=max_bytes)
-    failed_paths = {str(Path(f.path).resolve()) for f in failures}
-    failed_keys = [
-        f"{v.doc_id}@v{v.version}"
-        for v in archive.versions()
-        if str(Path(v.source_path).resolve()) in failed_paths
-    ]
     report = sync(
         prepared,
         store=store,
         embedder=embedder,
         archive=archive,
         failures=failures,
-        failed_keys=failed_keys,
+        failed_keys=protected_by_failures(failures, archive.versions()),
         progress=progress,
     )
     return replace(report, seconds=time.perf_counter() - started)
+
+
+def protected_by_failures(
+    failures: Sequence[DocumentError], versions: Sequence[ArchivedVersion]
+) -> list[str]:
+    """Keys of archived versions whose file, or a folder holding it, failed to load.
+
+    Those stay indexed: a typo in a policy, or a folder that cannot be read for a moment,
+    must not silently take its policies out of the answers.
+    """
+    failed = [Path(f.path).resolve() for f in failures]
+    return [
+        f"{v.doc_id}@v{v.version}"
+        for v in versions
+        if any(Path(v.source_path).resolve().is_relative_to(path) for path in failed)
+    ]

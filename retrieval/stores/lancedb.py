@@ -114,7 +114,7 @@ class LanceDBPolicyStore:
             if self._table is None:
                 self._table = self._open()
 
-    def _read_error(self, action: str, exc: Exception) -> StoreError:
+    def _read_error(self, action: str, exc: Exception) -> StoreError:  # reads and writes
         """One line for the user: what failed, the first line of why, and the way out."""
         detail = str(exc).splitlines()[0] if str(exc) else "no detail"
         return StoreError(
@@ -174,8 +174,10 @@ class LanceDBPolicyStore:
                 .execute(_rows(chunks, vectors))
             )
             self._refresh_indexes()
+        except StoreError:
+            raise
         except Exception as exc:
-            raise StoreError(f"writing to the index failed: {exc}") from exc
+            raise self._read_error("writing", exc) from exc
 
     def _refresh_indexes(self) -> None:
         """Rebuild the keyword index, and the vector index once the table is large enough.

@@ -359,3 +359,27 @@ def test_killed_ingest_leaves_previous_index_usable(tmp_path, folder, embedder, 
         archive.get(version.doc_sha256)
         for chunk in version.chunks:
             archive.chunk_text(chunk["sha256"])
+
+
+def test_a_failed_folder_or_file_protects_the_versions_under_it(tmp_path):
+    """A folder that cannot be listed keeps every policy under it; a failed file keeps its own."""
+    from retrieval.archive import ArchivedVersion
+    from retrieval.errors import DocumentError
+    from retrieval.ingest import protected_by_failures
+
+    def version(doc_id, path):
+        return ArchivedVersion(
+            doc_id, 1, "0" * 64, doc_id, "customer", str(path), "2026-01-01", None, None, "", ()
+        )
+
+    versions = [
+        version("a", tmp_path / "team" / "a.md"),
+        version("b", tmp_path / "team" / "sub" / "b.md"),
+        version("c", tmp_path / "c.md"),
+        version("d", tmp_path / "teammate.md"),  # shares a prefix with "team", not a parent
+    ]
+    folder_failed = [DocumentError(tmp_path / "team", "path", "cannot list folder")]
+    assert protected_by_failures(folder_failed, versions) == ["a@v1", "b@v1"]
+    file_failed = [DocumentError(tmp_path / "c.md", "front_matter", "broken")]
+    assert protected_by_failures(file_failed, versions) == ["c@v1"]
+    assert protected_by_failures([], versions) == []
