@@ -265,7 +265,7 @@ def test_history_text_carries_the_conversation(cli):
     result = cli.search(
         "what about international orders?", "--history-text", "Can I return a kettle?"
     )
-    assert result["context"] == "Can I return a kettle? Yes, within 45 days."
+    assert result["context"] == "Can I return a kettle?"
     assert "international-orders" in doc_ids(result)
     assert any("return" in h["section"].lower() for h in result["hits"][:3])
 
