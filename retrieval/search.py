@@ -38,7 +38,6 @@ class Retriever:
         candidates: int = 40,
         top_k: int = 5,
         max_question_chars: int = 4000,
-        history_weight: float = 1.0,
     ) -> None:
         self.store = store
         self.embedder = embedder
@@ -46,7 +45,6 @@ class Retriever:
         self.candidates = candidates
         self.top_k = top_k
         self.max_question_chars = max_question_chars
-        self.history_weight = history_weight
 
     def warm_up(self) -> None:
         self.embedder.warm_up()
@@ -91,7 +89,7 @@ class Retriever:
         if query.context:
             # The conversation as its own queries: a blend of question and context vectors,
             # and keywords of both, weighted by how much the question leans on them.
-            lean = self.history_weight * query.reliance
+            lean = query.reliance
             blended = blend(vectors[0], vectors[1], lean)
             rankings["vector_ctx"] = self.store.vector_search(blended, k=k, where=where)
             rankings["keyword_ctx"] = self.store.keyword_search(query.combined, k=k, where=where)

@@ -17,10 +17,6 @@ class Audience(StrEnum):
     CUSTOMER = "customer"
     INTERNAL = "internal"
 
-    def may_read(self, document_audience: Audience) -> bool:
-        """Internal staff read everything; customers read customer documents only."""
-        return self is Audience.INTERNAL or document_audience is Audience.CUSTOMER
-
 
 @dataclass(frozen=True, slots=True)
 class PolicyDocument:
@@ -43,12 +39,6 @@ class PolicyDocument:
     def key(self) -> str:
         """The index key of this version: one file per (id, version)."""
         return f"{self.id}@v{self.version}"
-
-    def effective_on(self, day: date) -> bool:
-        """True if the document applies on `day` (both bounds inclusive)."""
-        starts_ok = self.effective_from is None or self.effective_from <= day
-        ends_ok = self.effective_until is None or day <= self.effective_until
-        return starts_ok and ends_ok
 
 
 @dataclass(frozen=True, slots=True)

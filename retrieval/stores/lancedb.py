@@ -114,7 +114,7 @@ class LanceDBPolicyStore:
             if self._table is None:
                 self._table = self._open()
 
-    def _read_error(self, action: str, exc: Exception) -> StoreError:  # reads and writes
+    def _error(self, action: str, exc: Exception) -> StoreError:
         """One line for the user: what failed, the first line of why, and the way out."""
         detail = str(exc).splitlines()[0] if str(exc) else "no detail"
         return StoreError(
@@ -140,10 +140,7 @@ class LanceDBPolicyStore:
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(
-                f"the index at {self._path} cannot be opened ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); {_REBUILD}"
-            ) from exc
+            raise self._error("opening", exc) from exc
 
     @property
     def table(self) -> Any:
@@ -177,7 +174,7 @@ class LanceDBPolicyStore:
         except StoreError:
             raise
         except Exception as exc:
-            raise self._read_error("writing", exc) from exc
+            raise self._error("writing", exc) from exc
 
     def _refresh_indexes(self) -> None:
         """Rebuild the keyword index, and the vector index once the table is large enough.
@@ -214,7 +211,7 @@ class LanceDBPolicyStore:
         except StoreError:
             raise
         except Exception as exc:
-            raise self._read_error("reading", exc) from exc
+            raise self._error("reading", exc) from exc
         keys, hashes = rows["doc_key"].to_pylist(), rows["doc_sha256"].to_pylist()
         return dict(zip(keys, hashes, strict=True))
 
@@ -224,7 +221,7 @@ class LanceDBPolicyStore:
         except StoreError:
             raise
         except Exception as exc:
-            raise self._read_error("counting", exc) from exc
+            raise self._error("counting", exc) from exc
 
     def chunks(self, chunk_ids: Collection[str]) -> list[Chunk]:
         """The chunks with these ids (for audits and tests), in no particular order."""
@@ -249,7 +246,7 @@ class LanceDBPolicyStore:
         except StoreError:
             raise
         except Exception as exc:
-            raise self._read_error("vector search", exc) from exc
+            raise self._error("vector search", exc) from exc
         return [_hit(r, "vector", 1.0 - float(r["_distance"])) for r in rows]
 
     def keyword_search(self, text: str, *, k: int, where: SearchFilter) -> list[Hit]:
@@ -271,7 +268,7 @@ class LanceDBPolicyStore:
         except StoreError:
             raise
         except Exception as exc:
-            raise self._read_error("keyword search", exc) from exc
+            raise self._error("keyword search", exc) from exc
         return [
             Hit(_chunk_from_row(r), float(r["_score"]), {"keyword": float(r["_score"])})
             for r in rows
