@@ -134,7 +134,14 @@ class LanceDBPolicyStore:
                     raise StoreError(
                         f"the index at {self._path} has an unexpected layout; {_REBUILD}"
                     )
-                table.count_rows()  # fail here, not mid-search, if files are damaged
+                # Fail here, not mid-search, if files are damaged; and finish the indexes an
+                # ingest killed between its data commit and its index build left undone
+                # (a later ingest sees nothing changed, so it would never build them).
+                if table.count_rows() and not any(
+                    ix.index_type == "FTS" for ix in table.list_indices()
+                ):
+                    self._table = table
+                    self._refresh_indexes()
                 return table
             return db.create_table(TABLE, schema=SCHEMA)
         except StoreError:

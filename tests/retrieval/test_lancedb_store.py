@@ -240,3 +240,24 @@ def test_large_table_gets_a_vector_index_that_keeps_filters(tmp_path: Path) -> N
         found += ids[0] == f"doc{i}"
         assert all(int(d[3:]) % 3 and int(d[3:]) % 5 for d in ids)
     assert found >= 45  # approximate search: near-perfect, not necessarily perfect
+
+
+def test_opening_rebuilds_indexes_an_interrupted_ingest_left_undone(
+    index_path: Path, embed_corpus: Embed
+) -> None:
+    """Rows committed without their keyword index (ingest killed in between) are found by
+    keyword search once the store is opened again."""
+    from datetime import date
+
+    from retrieval.types import Audience, SearchFilter
+
+    damaged = LanceDBPolicyStore(index_path)
+    for index in damaged.table.list_indices():
+        damaged.table.drop_index(index.name)
+    assert damaged.table.list_indices() == []
+    reopened = LanceDBPolicyStore(index_path)
+    hits = reopened.keyword_search(
+        "password", k=3, where=SearchFilter(Audience.INTERNAL, date(2026, 6, 1))
+    )
+    assert hits
+    assert any(ix.index_type == "FTS" for ix in reopened.table.list_indices())
