@@ -19,8 +19,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/supportbot ingest
-	$(BIN)/supportbot search "How long do I have to return an item?"
-	$(BIN)/supportbot search "what about international orders?" --history-text "Can I get a refund on a kettle I bought last week?"
+	$(BIN)/supportbot demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -31,6 +30,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/retrieval.py --corpus ../shared/eval/dstc9_faq/corpus.jsonl --queries ../shared/eval/dstc9_faq/queries.jsonl
 	$(BIN)/python bench/retrieval.py --corpus ../shared/eval/mtrag_cloud/corpus.jsonl --queries ../shared/eval/mtrag_cloud/queries.jsonl
+	$(BIN)/python bench/answers.py --corpus ../shared/eval/dstc9_faq/corpus.jsonl --queries ../shared/eval/dstc9_faq/queries.jsonl
+	$(BIN)/python bench/answers.py --corpus ../shared/eval/mtrag_cloud/corpus.jsonl --queries ../shared/eval/mtrag_cloud/queries.jsonl --calibrate
 
 clean:
 	rm -rf $(VENV) .supportbot .mypy_cache .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""The `supportbot` command line: ingest policies and search them (more commands follow)."""
+"""The `supportbot` command line: ingest, search, ask, chat and the scripted demo."""
 
 from __future__ import annotations
 
@@ -12,8 +12,17 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
+from bot.demo import format_reply, play
 from bot.errors import InputError, SupportbotError
-from bot.factory import build_archive, build_embedder, build_retriever, build_store
+from bot.factory import (
+    build_archive,
+    build_embedder,
+    build_orchestrator,
+    build_retriever,
+    build_store,
+)
+from bot.messages import Message
+from bot.orchestrator import Orchestrator
 from bot.settings import Settings, load_settings
 from retrieval.errors import StoreError
 from retrieval.ingest import ingest_folder
@@ -59,6 +68,41 @@ def read_history(path: Path | None, text: tuple[str, ...]) -> list[Turn]:
             f'--history {path}: expected a JSON list of {{"role": "user"|"assistant", "text": ...}}'
         )
     return [Turn(t["role"], t["text"]) for t in raw] + turns
+
+
+def require_index(settings: Settings) -> None:
+    """Refuse to run on a missing or empty index: every question would find nothing."""
+    # Checked before opening: opening the store would create an empty index.
+    if not settings.index_dir.exists():
+        raise StoreError(f"no index at {settings.index_dir}: run `supportbot ingest` first")
+    if build_store(settings).count() == 0:
+        raise StoreError(
+            f"the index at {settings.index_dir} is empty: run `supportbot ingest` first"
+        )
+
+
+def ready_bot(settings: Settings) -> Orchestrator:
+    require_index(settings)
+    bot = build_orchestrator(settings)
+    bot.warm_up()
+    return bot
+
+
+_AUDIENCE = click.option(
+    "--audience",
+    type=click.Choice([a.value for a in Audience]),
+    default="customer",
+    show_default=True,
+    help="Who is asking: internal staff also see internal policies.",
+)
+
+
+_HISTORY = click.option(
+    "--history",
+    "history_file",
+    type=click.Path(path_type=Path),
+    help='JSON list of earlier turns: [{"role": "user"|"assistant", "text": ...}].',
+)
 
 
 @click.group()
@@ -125,19 +169,8 @@ def ingest(settings: Settings, path: Path | None, as_json: bool) -> None:
 
 @main.command()
 @click.argument("question")
-@click.option(
-    "--audience",
-    type=click.Choice([a.value for a in Audience]),
-    default="customer",
-    show_default=True,
-    help="Who is asking: internal staff also see internal policies.",
-)
-@click.option(
-    "--history",
-    "history_file",
-    type=click.Path(path_type=Path),
-    help='JSON list of earlier turns: [{"role": "user"|"assistant", "text": ...}].',
-)
+@_AUDIENCE
+@_HISTORY
 @click.option("--history-text", multiple=True, help="An earlier user message (repeatable).")
 @click.option(
     "--as-of",
@@ -159,14 +192,8 @@ def search(
     as_json: bool,
 ) -> None:
     """Print the passages that best answer QUESTION, best first."""
-    # Opening the store would create an empty index, and every search would find nothing.
-    if not settings.index_dir.exists():
-        raise StoreError(f"no index at {settings.index_dir}: run `supportbot ingest` first")
+    require_index(settings)
     retriever = build_retriever(settings)
-    if retriever.store.count() == 0:
-        raise StoreError(
-            f"the index at {settings.index_dir} is empty: run `supportbot ingest` first"
-        )
     if top_k:
         retriever.top_k = top_k
     history = read_history(history_file, history_text)
@@ -205,3 +232,62 @@ def search(
         click.echo(f"{rank}. [{c.doc_id} v{c.doc_version}] {c.section}  (score {hit.score:.3f})")
         snippet = " ".join(c.text.split())
         click.echo(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
+
+
+@main.command()
+@click.argument("question")
+@_AUDIENCE
+@_HISTORY
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_obj
+@friendly_errors
+def ask(
+    settings: Settings, question: str, audience: str, history_file: Path | None, as_json: bool
+) -> None:
+    """Answer QUESTION from the policies: the reply, its sources and its audit id."""
+    history = read_history(history_file, ())
+    bot = ready_bot(settings)
+    reply = bot.handle(Message(question, tuple(history), Audience(audience), platform="cli"))
+    if as_json:
+        click.echo(json.dumps(reply.to_dict(), ensure_ascii=False))
+        return
+    click.echo(format_reply(reply))
+
+
+@main.command()
+@_AUDIENCE
+@click.pass_obj
+@friendly_errors
+def chat(settings: Settings, audience: str) -> None:
+    """A conversation in the terminal; the bot keeps the history. /reset, /quit."""
+    bot = ready_bot(settings)
+    history: list[Turn] = []
+    interactive = sys.stdin.isatty()
+    if interactive:
+        click.echo("Ask about our policies. /reset starts over, /quit (or Ctrl-D) leaves.")
+    while True:
+        try:
+            text = input("you> " if interactive else "")
+        except EOFError:
+            break
+        if text.strip() in {"/quit", "/exit"}:
+            break
+        if text.strip() == "/reset":
+            history.clear()
+            click.echo("(new conversation)")
+            continue
+        if not text.strip():
+            continue
+        reply = bot.handle(Message(text, tuple(history), Audience(audience), platform="chat"))
+        click.echo(f"\nbot> {format_reply(reply)}\n")
+        history += [Turn("user", text), Turn("assistant", reply.text)]
+
+
+@main.command()
+@click.pass_obj
+@friendly_errors
+def demo(settings: Settings) -> None:
+    """Play a short scripted conversation (run `supportbot ingest` first)."""
+    bot = ready_bot(settings)
+    play(bot, click.echo)
+    click.echo(f"\nEvery reply above has a record in {settings.audit_path}.")

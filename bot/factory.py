@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from bot.audit import AuditLog
+from bot.decide import DecisionRules
 from bot.errors import ConfigError
+from bot.orchestrator import Orchestrator
 from bot.settings import Settings
+from models.template import TemplateGenerator
 from retrieval.archive import VersionArchive
 from retrieval.embedding import MiniLMEmbedder
 from retrieval.rerankers.base import Reranker
@@ -55,4 +59,19 @@ def build_retriever(settings: Settings) -> Retriever:
         candidates=settings.candidates,
         top_k=settings.top_k,
         max_question_chars=settings.max_question_chars,
+    )
+
+
+def build_orchestrator(settings: Settings) -> Orchestrator:
+    return Orchestrator(
+        build_retriever(settings),
+        TemplateGenerator(),
+        AuditLog(settings.audit_path),
+        DecisionRules(
+            min_support=settings.min_support,
+            clarify_max_words=settings.clarify_max_words,
+            clarify_below=settings.clarify_below,
+        ),
+        max_facts=settings.max_facts,
+        min_similarity=settings.verify_min_similarity,
     )

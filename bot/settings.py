@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     candidates: int = Field(default=40, ge=1, le=1000)
     top_k: int = Field(default=5, ge=1, le=100)
 
+    # Deciding: answer only when the passages support it (bot/decide.py). Calibrated with
+    # `bench/answers.py --calibrate` on ../shared/eval (README.md, "How answers are decided").
+    min_support: float = Field(default=0.5, ge=0.0, le=1.0)
+    clarify_max_words: int = Field(default=2, ge=0, le=20)
+    clarify_below: float = Field(default=0.85, ge=0.0, le=1.0)
+    # Composing and verifying: how many policy sentences a reply states, and how close a
+    # sentence must be to its cited passage (bot/verify.py explains 0.55).
+    max_facts: int = Field(default=3, ge=1, le=10)
+    verify_min_similarity: float = Field(default=0.55, ge=0.0, le=1.0)
+
     # Bad input limits: a question longer than this is cut; a larger policy file is refused.
     max_question_chars: int = Field(default=4000, ge=100)
     max_document_bytes: int = Field(default=5_000_000, ge=1000)
@@ -59,6 +69,10 @@ class Settings(BaseSettings):
     @property
     def model_cache_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.data_dir / "audit" / "audit.jsonl"
 
 
 def load_settings(**overrides: object) -> Settings:

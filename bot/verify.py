@@ -480,6 +480,54 @@ def _prepare(text: str) -> _Passage:
     )
 
 
+_FIRST_UNITS = 3  # passage sentences compared first, by words shared with the sentence
+
+
+def _words(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text) if len(w) > 2}
+
+
+def _similarities(
+    pending: Sequence[tuple[str, tuple[int, ...], str, tuple[Fact, ...]]],
+    prepared: Mapping[int, _Passage],
+    embedder: Embedder,
+    min_similarity: float,
+) -> list[float]:
+    """Each pending sentence's best similarity to the units of the passages it cites."""
+    # Embedding is the cost of this check, and it runs on every reply. Each sentence is
+    # first compared with the whole passages and the few passage sentences sharing most
+    # words with it (an extractive sentence meets itself there); the other sentences of
+    # the passages are embedded only for the sentences that this leaves below threshold.
+    vectors: dict[str, NDArray[np.float32]] = {}
+
+    def embed(texts: Sequence[str]) -> None:
+        todo = list(dict.fromkeys(t for t in texts if t not in vectors))
+        if todo:
+            vectors.update(zip(todo, embedder.embed(todo), strict=True))
+
+    def best(body: str, units: Sequence[str]) -> float:
+        return max((float(vectors[u] @ vectors[body]) for u in units), default=0.0)
+
+    first: list[list[str]] = []
+    for _, cited, body, _ in pending:
+        words = _words(body)
+        ranked = sorted(
+            (u for n in cited for u in prepared[n].units[1:]),
+            key=lambda u: -len(words & _words(u)),
+        )
+        first.append([prepared[n].units[0] for n in cited] + ranked[:_FIRST_UNITS])
+    embed([p[2] for p in pending] + [u for units in first for u in units])
+    scores = [best(p[2], units) for p, units in zip(pending, first, strict=True)]
+    short = [k for k, score in enumerate(scores) if score < min_similarity]
+    if short:
+        rest = [u for k in short for n in pending[k][1] for u in prepared[n].units]
+        embed(rest)
+        for k in short:
+            scores[k] = best(pending[k][2], [u for n in pending[k][1] for u in prepared[n].units])
+
+    return scores
+
+
 def _verify(
     sentences: Sequence[str],
     passages: Mapping[int, str],
@@ -522,19 +570,12 @@ def _verify(
         pending.append((sentence, cited, body, missing))
         verdicts.append(None)
 
-    # One embedder call for every sentence and passage unit: this runs on every reply.
-    texts = list(
-        dict.fromkeys([p[2] for p in pending] + [u for p in prepared.values() for u in p.units])
-    )
-    index = {t: i for i, t in enumerate(texts)}
-    vectors = embedder.embed(texts) if texts else np.zeros((0, 0), dtype=np.float32)
-    done = iter(pending)
+    scores = _similarities(pending, prepared, embedder, min_similarity)
+    done = iter(zip(pending, scores, strict=True))
     for i, verdict in enumerate(verdicts):
         if verdict is not None:
             continue
-        sentence, cited, body, missing = next(done)
-        units = [index[u] for n in cited for u in prepared[n].units]
-        similarity = float(np.max(vectors[units] @ vectors[index[body]])) if units else 0.0
+        (sentence, cited, _, missing), similarity = next(done)
         if missing:
             reason = "missing facts: " + ", ".join(f.text for f in missing)
         elif similarity < min_similarity:

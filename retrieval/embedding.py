@@ -15,7 +15,8 @@ import os
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,6 +64,7 @@ class MiniLMEmbedder:
         max_tokens: int = 256,
         threads: int | None = None,
         model_dir: Path | None = None,
+        cache_size: int = 4096,
     ) -> None:
         self._cache_dir = cache_dir
         self._runtime: Runtime = runtime
@@ -73,6 +75,10 @@ class MiniLMEmbedder:
         self._tokenizer: Any = None
         self._forward: Callable[[NDArray[np.int64], NDArray[np.int64]], NDArray[np.float32]]
         self._lock = threading.Lock()
+        # Recently embedded texts: a reply embeds the same passages' sentences to select
+        # facts and again to verify them, and popular passages recur across questions.
+        self._cache: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
+        self._cache_size = cache_size
         self.fingerprint = ""
 
     @property
@@ -200,9 +206,18 @@ class MiniLMEmbedder:
         if self._tokenizer is None:
             self.warm_up()
         out = np.zeros((len(texts), DIM), dtype=np.float32)
-        if not texts:
+        missing: list[int] = []
+        with self._lock:
+            for i, text in enumerate(texts):
+                hit = self._cache.get(text)
+                if hit is None:
+                    missing.append(i)
+                else:
+                    self._cache.move_to_end(text)
+                    out[i] = hit
+        if not missing:
             return out
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        order = sorted(missing, key=lambda i: len(texts[i]))
         # A bar only when a person watches a long ingest; logs and CI stay quiet.
         show = progress and len(texts) > 4 * self._batch_size and sys.stderr.isatty()
         with tqdm(total=len(texts), desc="embedding", unit="passage", disable=not show) as bar:
@@ -210,7 +225,25 @@ class MiniLMEmbedder:
                 idx = order[start : start + self._batch_size]
                 out[idx] = self._embed_batch([texts[i] for i in idx])
                 bar.update(len(idx))
+        if self._cache_size:
+            with self._lock:
+                for i in missing:
+                    self._cache[texts[i]] = out[i].copy()
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
         return out
+
+    def remember(self, pairs: Iterable[tuple[str, NDArray[np.float32] | None]]) -> None:
+        """Cache vectors computed earlier by this same model (e.g. those the store returns
+        with its hits), so embedding those texts again costs nothing."""
+        if not self._cache_size:
+            return
+        with self._lock:
+            for text, vector in pairs:
+                if vector is not None and text not in self._cache:
+                    self._cache[text] = np.asarray(vector, dtype=np.float32)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
 
     def embed_one(self, text: str) -> NDArray[np.float32]:
         vector: NDArray[np.float32] = self.embed([text])[0]

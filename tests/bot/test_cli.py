@@ -49,9 +49,10 @@ class CLI:
         env["SUPPORTBOT_POLICIES_DIR"] = str(POLICIES)
         return env
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [str(SUPPORTBOT), *args],
+            input=stdin,
             env=self.env(),
             cwd=self.cwd,
             capture_output=True,
@@ -389,3 +390,154 @@ def test_search_of_a_corrupted_index_is_an_error(cli, tmp_path, damage):
     line = error_line(proc.stderr)
     assert "index" in line or "search failed" in line
     assert proc.stdout == ""
+
+
+# --- ask, chat and demo ----------------------------------------------------------------
+
+AUDIT_ID = re.compile(r"audit id (?P<id>[0-9a-f]{32})$", re.MULTILINE)
+
+
+def audit_records(cli: CLI) -> dict[str, dict]:
+    path = cli.data / "audit" / "audit.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return {r["audit_id"]: r for r in map(json.loads, lines)}
+
+
+def ask(cli: CLI, question: str, *args: str) -> dict:
+    proc = cli.run("ask", question, "--json", *args)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_ask_prints_the_reply_its_sources_and_audit_id(cli):
+    """`ask` prints a cited answer, the sources it cites and an audit id that is on record."""
+    proc = cli.run("ask", RETURN_QUESTION)
+    assert proc.returncode == 0, proc.stderr
+    assert "[1]" in proc.stdout
+    assert "Sources:" in proc.stdout
+    assert "Refunds and returns" in proc.stdout
+    assert "decision: answer" in proc.stdout
+    found = AUDIT_ID.search(proc.stdout)
+    assert found, proc.stdout
+    record = audit_records(cli)[found["id"]]
+    assert record["question"] == RETURN_QUESTION
+    assert record["decision"]["outcome"] == "answer"
+
+
+def test_ask_json_has_text_decision_citations_and_audit_id(cli):
+    """`ask --json` is one object whose citations name document, version, section and url."""
+    reply = ask(cli, RETURN_QUESTION)
+    assert reply["decision"] == "answer"
+    assert re.fullmatch(r"[0-9a-f]{32}", reply["audit_id"])
+    assert reply["citations"]
+    first = reply["citations"][0]
+    assert first["doc_id"] == "refunds"
+    assert first["version"] == 3
+    assert first["url"].startswith("https://")
+    assert first["section"]
+    numbers = {int(n) for n in re.findall(r"\[(\d+)\]", reply["text"])}
+    assert numbers == {c["number"] for c in reply["citations"]}
+
+
+def test_ask_with_a_history_file_answers_the_follow_up(cli, tmp_path):
+    """A history file in the eval sets' format makes a follow-up answerable."""
+    history = tmp_path / "history.json"
+    history.write_text(
+        json.dumps(
+            [
+                {"role": "user", "text": RETURN_QUESTION},
+                {"role": "assistant", "text": "You can return most items within 45 days."},
+            ]
+        ),
+        encoding="utf-8",
+    )
+    reply = ask(cli, "what about international orders?", "--history", str(history))
+    assert reply["decision"] == "answer"
+    assert "international-orders" in {c["doc_id"] for c in reply["citations"]}
+
+
+def test_ask_with_an_empty_history_file_is_a_plain_question(cli, tmp_path):
+    """An empty history file means no earlier turns, not an error."""
+    history = tmp_path / "history.json"
+    history.write_text("", encoding="utf-8")
+    reply = ask(cli, RETURN_QUESTION, "--history", str(history))
+    assert reply["decision"] == "answer"
+
+
+def test_ask_with_a_malformed_history_file_is_an_error(cli, tmp_path):
+    """A malformed history is a one-line error, and nothing is answered."""
+    history = tmp_path / "history.json"
+    history.write_text('[{"role": "robot", "text": 3}]', encoding="utf-8")
+    proc = cli.run("ask", RETURN_QUESTION, "--history", str(history))
+    assert proc.returncode == 2
+    assert "expected a JSON list" in error_line(proc.stderr)
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("question", "decision"),
+    [
+        ("Do you offer interior design consultations?", "abstain"),
+        ("🙂🙂🙂", "clarify"),
+        ("<@U0123ABC>", "clarify"),
+        ("", "clarify"),
+        ("How long does it take?", "clarify"),
+    ],
+)
+def test_ask_abstains_or_clarifies_and_records_it(cli, question, decision):
+    """Uncovered, wordless and vague messages get a safe reply and an audit record."""
+    reply = ask(cli, question)
+    assert reply["decision"] == decision
+    assert reply["citations"] == []
+    assert reply["handoff"] is (decision == "abstain")
+    assert audit_records(cli)[reply["audit_id"]]["decision"]["outcome"] == decision
+
+
+def test_ask_from_a_customer_never_shows_internal_policies(cli):
+    """An internal-only question asked as a customer cites no internal document."""
+    question = "What refund amount can an agent approve without a manager?"
+    customer = ask(cli, question)
+    assert not {c["doc_id"] for c in customer["citations"]} & INTERNAL_DOCS
+    staff = ask(cli, question, "--audience", "internal")
+    assert "refund-approval-limits" in {c["doc_id"] for c in staff["citations"]}
+
+
+def test_ask_on_a_corrupted_index_is_an_error(cli, tmp_path):
+    """A damaged index gives a one-line error, never a traceback."""
+    broken = cli.copy(tmp_path)
+    _garble_manifests(broken.data / "index")
+    proc = broken.run("ask", RETURN_QUESTION)
+    assert proc.returncode == 2
+    assert "index" in error_line(proc.stderr)
+
+
+def test_chat_keeps_the_conversation(cli):
+    """`chat` answers a follow-up from the turns before it, and /quit ends it."""
+    proc = cli.run(
+        "chat", stdin=f"{RETURN_QUESTION}\nwhat about international orders?\n/quit\nnever asked\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    replies = proc.stdout.split("bot> ")[1:]
+    assert len(replies) == 2
+    assert "Refunds and returns" in replies[0]
+    assert "International orders" in replies[1]
+    ids = AUDIT_ID.findall(proc.stdout)
+    assert len(ids) == 2
+    second = audit_records(cli)[ids[1]]
+    assert second["history"][0]["text"] == RETURN_QUESTION
+
+
+def test_demo_plays_every_kind_of_reply(cli):
+    """`supportbot demo` shows an answer, a follow-up, an abstention, a clarification and
+    keeps internal policies from the customer; every reply is on record."""
+    proc = cli.run("demo")
+    assert proc.returncode == 0, proc.stderr
+    decisions = re.findall(r"^decision: (\w+)", proc.stdout, re.MULTILINE)
+    assert decisions[:5] == ["answer", "answer", "abstain", "clarify", "abstain"]
+    sections = proc.stdout.split("── ")
+    customer_internal = next(s for s in sections if "asked by a customer" in s)
+    assert "Agent refund approval limits" not in customer_internal
+    staff = next(s for s in sections if "from a support agent" in s)
+    assert "Agent refund approval limits" in staff
+    records = audit_records(cli)
+    assert all(i in records for i in AUDIT_ID.findall(proc.stdout))
