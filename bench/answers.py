@@ -10,8 +10,9 @@ drafted sentences that passed verification before anything was dropped; the numb
 sentences that fail verification when the sent reply is checked again, independently,
 against the passages it cites (must be 0); token-F1 of replies against `gold_answer`; and
 end-to-end latency, warm. `--calibrate` also prints, for every candidate `min_support`,
-the two abstention rates it would give, and the highest threshold within 15% false
-abstention (how Settings.min_support was chosen; README.md).
+the two abstention rates it would give, and the one that abstains most on unanswerable
+questions within 15% false abstention, the fewest false abstentions breaking a tie (how
+Settings.min_support was chosen; README.md).
 """
 
 from __future__ import annotations
@@ -164,7 +165,16 @@ def calibrate(rows: list[dict[str, Any]], max_false: float) -> dict[str, Any]:
         for t in grid
     ]
     ok = [row for row in table if row["false_abstain_rate_answerable"] <= max_false]
-    best = max(ok, key=lambda row: row["min_support"]) if ok else None
+    # Most abstention on unanswerable questions within the budget; on a tie, the fewest
+    # wrong abstentions (the lower threshold).
+    best = (
+        max(
+            ok,
+            key=lambda r: (r["abstain_rate_unanswerable"], -r["false_abstain_rate_answerable"]),
+        )
+        if ok
+        else None
+    )
     return {"table": table, "best": best, "max_false_abstain": max_false}
 
 

@@ -103,19 +103,7 @@ def candidates_json(hits: Iterable[Hit]) -> list[dict[str, Any]]:
 
 
 def sources_json(citations: Sequence[Citation]) -> list[dict[str, Any]]:
-    return [
-        {
-            "number": c.number,
-            "doc_id": c.doc_id,
-            "version": c.version,
-            "chunk_id": c.chunk_id,
-            "sha256": c.sha256,
-            "title": c.title,
-            "section": c.section,
-            "url": c.url,
-        }
-        for c in citations
-    ]
+    return [c.to_dict() for c in citations]
 
 
 def verdicts_json(verdict: DraftVerdict | None) -> list[dict[str, Any]]:

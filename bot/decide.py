@@ -6,11 +6,12 @@ The rules, in order (the thresholds are `Settings` fields, calibrated with
 1. nothing to search for (emoji, a bare mention, only instructions to the assistant):
    clarify, or abstain without handoff when the message only gave instructions;
 2. no passage the audience may read matched: abstain and hand off;
-3. a short question without a conversation that either points at something never named
+3. support (see bot/facts.py) below `min_support`: abstain and hand off;
+4. a short question without a conversation that either points at something never named
    ("is it free?") or on which the reranker's signals disagree (its best passage scores
    below `clarify_below`: dense and keyword search each prefer another passage), when the
-   top passages come from different policies: clarify, offering those policies;
-4. support (see bot/facts.py) below `min_support`: abstain and hand off;
+   top passages come from different policies: clarify, offering those policies (only
+   on-topic questions get here: "car loan?" abstains, it does not get a menu);
 5. otherwise answer.
 """
 
@@ -82,6 +83,12 @@ def decide(
         f"support {evidence.support:.2f} (best sentence similarity "
         f"{evidence.sentence_similarity:.2f}, question words covered {evidence.coverage:.0%})"
     )
+    if evidence.support < rules.min_support:
+        return Decision(
+            Outcome.ABSTAIN,
+            (f"{signals} is below min_support {rules.min_support:.2f}",),
+            handoff=True,
+        )
     options = () if query.context else _vague(query.question, evidence, rules)
     if options:
         return Decision(
@@ -92,11 +99,5 @@ def decide(
                 signals,
             ),
             options=options,
-        )
-    if evidence.support < rules.min_support:
-        return Decision(
-            Outcome.ABSTAIN,
-            (f"{signals} is below min_support {rules.min_support:.2f}",),
-            handoff=True,
         )
     return Decision(Outcome.ANSWER, (f"{signals} reaches min_support {rules.min_support:.2f}",))

@@ -100,7 +100,12 @@ def gather_evidence(
             # Markdown emphasis and code marks are layout, not words.
             text = _MARKUP.sub("", strip_citations(sentence)).strip()
             # Instructions planted in a document are data: never repeated as a fact.
-            if len(text.split()) >= _MIN_WORDS and not is_injection(text):
+            # A lead-in ("You can cancel at any time:") says nothing without its list.
+            if (
+                len(text.split()) >= _MIN_WORDS
+                and not text.endswith(":")
+                and not is_injection(text)
+            ):
                 sentences.append((i, text))
     if len(sentences) > max_sentences:
         thread = content_words(query.context)

@@ -21,15 +21,19 @@ _PATTERNS = (
     r"(?:instructions?|rules|prompts?|guidelines|directions|context)\b",
     r"\b(?:ignore|disregard|forget)\s+(?:everything|all)\s+(?:above|before|you\s+were\s+told)\b",
     # a new role: "you are now...", "from now on you will...", "pretend to be..."
-    r"\byou\s+are\s+(?:now|no\s+longer)\s+(?:an?\s+|the\s+|in\s+)?\w+",
+    r"\byou\s+are\s+(?:now|no\s+longer)\s+(?:an?\s+|the\s+|in\s+|my\s+)?(?:\w+\s+)?"
+    r"(?:assistant|agent|bot|ai|model|admin|administrator|developer|system|mode|persona|"
+    r"character|dan|jailbroken|unrestricted|unfiltered|bound|restricted)\b",
     r"\bfrom\s+now\s+on,?\s+you\b",
     r"\bpretend\s+(?:to\s+be|you(?:'re|\s+are))\b",
     r"\b(?:developer|admin|god|debug|jailbreak|dan|unrestricted)\s+mode\b",
     # asking for what is withheld: "reveal the system prompt", "show internal documents"
     r"\b(?:reveal|print|repeat|leak|dump|output)\b[\w\s,'-]{0,30}?"
     r"\b(?:prompt|(?:your|system|hidden|original)\s+instructions|internal|confidential)\b",
-    r"\b(?:show|give|tell|list|send)\s+(?:me\s+)?(?:all\s+|the\s+|your\s+)*"
-    r"(?:system\s+prompt|instructions|internal\s+(?:documents?|polic(?:y|ies)|notes|"
+    r"\b(?:show|give|tell|list|send)\s+(?:me\s+|us\s+)?(?:all\s+|the\s+|your\s+)*"
+    r"(?:system\s+prompt|(?:hidden|original|system)\s+instructions|(?<=your\s)instructions|"
+    r"internal\s+(?:documents?|"
+    r"polic(?:y|ies)|notes|"
     r"guidelines|procedures?|only)|confidential)\b",
     r"\bsystem\s+prompt\b",
     # chat-template markers pasted into text

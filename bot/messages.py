@@ -59,6 +59,18 @@ class Citation:
             sha256=chunk.sha256,
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "doc_id": self.doc_id,
+            "version": self.version,
+            "chunk_id": self.chunk_id,
+            "sha256": self.sha256,
+            "title": self.title,
+            "section": self.section,
+            "url": self.url,
+        }
+
     @property
     def label(self) -> str:
         """How a person reads it: 'Refunds and returns > Exceptions (v3)'."""
@@ -84,19 +96,7 @@ class Reply:
         return {
             "text": self.text,
             "decision": self.outcome.value,
-            "citations": [
-                {
-                    "number": c.number,
-                    "doc_id": c.doc_id,
-                    "version": c.version,
-                    "title": c.title,
-                    "section": c.section,
-                    "url": c.url,
-                    "chunk_id": c.chunk_id,
-                    "sha256": c.sha256,
-                }
-                for c in self.citations
-            ],
+            "citations": [c.to_dict() for c in self.citations],
             "audit_id": self.audit_id,
             "handoff": self.handoff,
             "reasons": list(self.reasons),

@@ -338,10 +338,10 @@ class Orchestrator:
     def _failed(self, audit_id: str, message: Message, trace: _Trace, error: str) -> Reply:
         trace.sections["error"] = error
         text = self.fallback.write(
-            DraftRequest("abstain", message.text, message.audience, handoff=True)
+            DraftRequest("error", message.text, message.audience, handoff=True)
         ).text
         return Reply(
-            "Sorry, something went wrong on my side. " + text,
+            text,
             Outcome.ERROR,
             (),
             audit_id,

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
 
     # Deciding: answer only when the passages support it (bot/decide.py). Calibrated with
     # `bench/answers.py --calibrate` on ../shared/eval (README.md, "How answers are decided").
-    min_support: float = Field(default=0.5, ge=0.0, le=1.0)
+    min_support: float = Field(default=0.51, ge=0.0, le=1.0)
     clarify_max_words: int = Field(default=2, ge=0, le=20)
     clarify_below: float = Field(default=0.85, ge=0.0, le=1.0)
     # Composing and verifying: how many policy sentences a reply states, and how close a

@@ -26,7 +26,7 @@ class Snippet:
 class DraftRequest:
     """Everything a generator may use. It must not add facts that are not in `snippets`."""
 
-    kind: str  # "answer" | "clarify" | "abstain"
+    kind: str  # "answer" | "clarify" | "abstain" | "error"
     question: str
     audience: Audience
     snippets: tuple[Snippet, ...] = ()

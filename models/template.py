@@ -31,7 +31,8 @@ _NO_HANDOFF = "I can help with questions about our services, orders and accounts
 
 
 def _cited(snippet: Snippet) -> str:
-    text = snippet.text.rstrip()
+    # List items end in ";" or "," in the policy; as a sentence of a reply they end in ".".
+    text = snippet.text.rstrip().rstrip(";,:").rstrip()
     if text and text[-1] not in ".!?":
         text += "."
     return f"{text} [{snippet.source}]"
@@ -66,6 +67,11 @@ class TemplateGenerator:
                 if request.options
                 else "What would you like to know?",
                 "A few more words on what you need would help me too.",
+            ]
+        elif request.kind == "error":
+            parts = [
+                "Sorry, something went wrong on my side and I can't answer right now.",
+                _HANDOFF[request.audience],
             ]
         else:
             parts = [

@@ -201,15 +201,25 @@ class MiniLMEmbedder:
             fp32.unlink(missing_ok=True)
             int8.unlink(missing_ok=True)
 
-    def embed(self, texts: Sequence[str], *, progress: bool = False) -> Vectors:
-        """Unit vectors for `texts`, in order. Batches are sorted by length to cut padding."""
+    def embed(
+        self, texts: Sequence[str], *, progress: bool = False, batched: bool = False
+    ) -> Vectors:
+        """Unit vectors for `texts`, in order.
+
+        By default each text runs through the model on its own: the int8 model quantises
+        a whole batch with one scale, so a text's vector would otherwise depend on what it
+        was batched with, and the same question could score differently from one request
+        to the next (an audit replay must give the same numbers). Alone, short texts also
+        skip the padding and measured twice as fast. `batched=True` (ingest) sorts texts by
+        length into batches of `batch_size`: a little faster for passage-length texts.
+        """
         if self._tokenizer is None:
             self.warm_up()
         out = np.zeros((len(texts), DIM), dtype=np.float32)
         missing: list[int] = []
         with self._lock:
             for i, text in enumerate(texts):
-                hit = self._cache.get(text)
+                hit = self._cache.get(text) if not batched else None
                 if hit is None:
                     missing.append(i)
                 else:
@@ -217,14 +227,17 @@ class MiniLMEmbedder:
                     out[i] = hit
         if not missing:
             return out
+        size = self._batch_size if batched else 1
         order = sorted(missing, key=lambda i: len(texts[i]))
         # A bar only when a person watches a long ingest; logs and CI stay quiet.
         show = progress and len(texts) > 4 * self._batch_size and sys.stderr.isatty()
-        with tqdm(total=len(texts), desc="embedding", unit="passage", disable=not show) as bar:
-            for start in range(0, len(order), self._batch_size):
-                idx = order[start : start + self._batch_size]
+        with tqdm(total=len(missing), desc="embedding", unit="passage", disable=not show) as bar:
+            for start in range(0, len(order), size):
+                idx = order[start : start + size]
                 out[idx] = self._embed_batch([texts[i] for i in idx])
                 bar.update(len(idx))
+        if batched:
+            return out  # batch-dependent vectors are not what a lone text would get
         if self._cache_size:
             with self._lock:
                 for i in missing:
@@ -234,14 +247,16 @@ class MiniLMEmbedder:
         return out
 
     def remember(self, pairs: Iterable[tuple[str, NDArray[np.float32] | None]]) -> None:
-        """Cache vectors computed earlier by this same model (e.g. those the store returns
-        with its hits), so embedding those texts again costs nothing."""
+        """Cache vectors computed earlier by this same model (those the store returns with
+        its hits), so embedding those texts again costs nothing. They replace a cached
+        vector: the stored one is what every search of the index used."""
         if not self._cache_size:
             return
         with self._lock:
             for text, vector in pairs:
-                if vector is not None and text not in self._cache:
+                if vector is not None:
                     self._cache[text] = np.asarray(vector, dtype=np.float32)
+                    self._cache.move_to_end(text)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
 

@@ -99,7 +99,7 @@ def sync(
         # Archiving is disk work and embedding is CPU work: do them side by side.
         archived = pool.submit(archive.record, [(p.doc, p.raw, p.chunks) for p in todo])
         vectors = (
-            embedder.embed([c.search_text for c in chunks], progress=progress)
+            embedder.embed([c.search_text for c in chunks], progress=progress, batched=True)
             if chunks
             else np.zeros((0, embedder.dim), dtype=np.float32)
         )

@@ -107,13 +107,25 @@ def test_order_is_preserved_across_length_sorted_batches(
 ) -> None:
     """Row i is text i's vector, though batches are sorted by length internally."""
     emb = MiniLMEmbedder(model_cache, batch_size=batch_size)
-    forward = emb.embed(MIXED_LENGTHS)
-    backward = emb.embed(MIXED_LENGTHS[::-1])[::-1]
+    forward = emb.embed(MIXED_LENGTHS, batched=True)
+    backward = emb.embed(MIXED_LENGTHS[::-1], batched=True)[::-1]
     # Internal batches hold the same texts either way, so the rows must match exactly.
     np.testing.assert_allclose(forward, backward, atol=1e-6)
     singles = np.stack([embedder.embed_one(t) for t in MIXED_LENGTHS])
     nearest_single = (forward @ singles.T).argmax(axis=1)
     assert nearest_single.tolist() == list(range(len(MIXED_LENGTHS)))
+
+
+def test_a_texts_vector_does_not_depend_on_what_it_is_embedded_with(model_cache: Path) -> None:
+    """Outside ingest batches, a text gets the same vector alone or among others, and from
+    a cold or a warm cache, so a question scores the same in every request."""
+    cold = MiniLMEmbedder(model_cache, cache_size=0)
+    alone = cold.embed([MIXED_LENGTHS[0]])[0]
+    among = cold.embed([MIXED_LENGTHS[-1], MIXED_LENGTHS[0], *AGREEMENT_TEXTS])[1]
+    np.testing.assert_array_equal(alone, among)
+    warm = MiniLMEmbedder(model_cache)
+    warm.embed(MIXED_LENGTHS)
+    np.testing.assert_array_equal(warm.embed([MIXED_LENGTHS[0]])[0], alone)
 
 
 def test_embedding_is_deterministic(embedder: MiniLMEmbedder) -> None:
