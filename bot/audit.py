@@ -9,6 +9,7 @@ decision and its reasons, every sentence's verdict, the models and the latency p
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,10 +36,10 @@ class AppendFileLogger:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
 
     def msg(self, message: str) -> None:
         data = (message.replace("\n", "\\n") + "\n").encode("utf-8")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, data)
@@ -78,8 +79,6 @@ class AuditLog:
         self._log.info(kind, **record)
 
     def records(self) -> list[dict[str, Any]]:
-        import json
-
         if not self.path.exists():
             return []
         with self.path.open(encoding="utf-8") as fh:

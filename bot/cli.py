@@ -14,18 +14,11 @@ import click
 
 from bot.demo import format_reply, play
 from bot.errors import InputError, SupportbotError
-from bot.factory import (
-    build_archive,
-    build_embedder,
-    build_orchestrator,
-    build_retriever,
-    build_store,
-)
+from bot.factory import build_orchestrator, build_retriever, build_store, ingest_policies
 from bot.messages import Message
 from bot.orchestrator import Orchestrator
 from bot.settings import Settings, load_settings
 from retrieval.errors import StoreError
-from retrieval.ingest import ingest_folder
 from retrieval.types import Audience, Turn
 
 P = ParamSpec("P")
@@ -128,14 +121,7 @@ def load_settings_or_exit() -> Settings:
 def ingest(settings: Settings, path: Path | None, as_json: bool) -> None:
     """Index the policy folder (default: SUPPORTBOT_POLICIES_DIR) incrementally."""
     folder = path or settings.policies_dir
-    report = ingest_folder(
-        folder,
-        store=build_store(settings),
-        embedder=build_embedder(settings),
-        archive=build_archive(settings),
-        max_bytes=settings.max_document_bytes,
-        progress=not as_json,
-    )
+    report = ingest_policies(settings, folder, progress=not as_json)
     if as_json:
         click.echo(
             json.dumps(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bot.audit import AuditLog
 from bot.decide import DecisionRules
 from bot.errors import ConfigError
@@ -10,6 +12,7 @@ from bot.settings import Settings
 from models.template import TemplateGenerator
 from retrieval.archive import VersionArchive
 from retrieval.embedding import MiniLMEmbedder
+from retrieval.ingest import IngestReport, ingest_folder
 from retrieval.rerankers.base import Reranker
 from retrieval.rerankers.fusion import FusionReranker
 from retrieval.search import Retriever
@@ -48,6 +51,18 @@ def build_reranker(settings: Settings, embedder: MiniLMEmbedder) -> Reranker | N
             timeout_s=settings.cohere_timeout_s,
         )
     return FusionReranker(embedder)
+
+
+def ingest_policies(settings: Settings, folder: Path, *, progress: bool = False) -> IngestReport:
+    """Bring the index in line with `folder`, with the backends Settings choose."""
+    return ingest_folder(
+        folder,
+        store=build_store(settings),
+        embedder=build_embedder(settings),
+        archive=build_archive(settings),
+        max_bytes=settings.max_document_bytes,
+        progress=progress,
+    )
 
 
 def build_retriever(settings: Settings) -> Retriever:

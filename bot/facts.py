@@ -20,7 +20,6 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import Stemmer
 
 from bot.injection import is_injection
@@ -122,8 +121,7 @@ def gather_evidence(
     # Sentences are chosen against the question pulled towards the conversation (a
     # follow-up names little of what it asks about); support is judged on the question.
     chooser = blend(question, vectors[1], query.reliance) if query.context else question
-    on_question = rest @ question if len(rest) else np.zeros(0, dtype=np.float32)
-    on_thread = rest @ chooser if len(rest) else np.zeros(0, dtype=np.float32)
+    on_question, on_thread = rest @ question, rest @ chooser
     snippets = tuple(
         (i, text, float(score)) for (i, text), score in zip(sentences, on_thread, strict=True)
     )

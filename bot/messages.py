@@ -74,9 +74,10 @@ class Citation:
     @property
     def label(self) -> str:
         """How a person reads it: 'Refunds and returns > Exceptions (v3)'."""
-        where = self.section if self.section.startswith(self.title) else self.title
-        if self.section and where != self.section:
-            where = f"{self.title} > {self.section}"
+        if self.section.startswith(self.title):
+            where = self.section
+        else:
+            where = " > ".join(p for p in (self.title, self.section) if p)
         return f"{where} (v{self.version})"
 
 

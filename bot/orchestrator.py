@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.audit import (
@@ -67,7 +67,7 @@ class Verified:
     citations: tuple[Citation, ...]
     verdict: DraftVerdict | None  # None for replies that state no policy (clarify, abstain)
     action: str  # "sent as drafted", "fell back to the plain wording", "dropped ..."
-    generator: str
+    handoff: bool
     reasons: tuple[str, ...] = ()
 
 
@@ -110,9 +110,12 @@ def compose(
 ) -> Composed:
     """Select the facts (answers only) and have the generator word the reply."""
     if decision.outcome is not Outcome.ANSWER:
-        kind = "clarify" if decision.outcome is Outcome.CLARIFY else "abstain"
         request = DraftRequest(
-            kind, question, audience, options=decision.options, handoff=decision.handoff
+            decision.outcome.value,
+            question,
+            audience,
+            options=decision.options,
+            handoff=decision.handoff,
         )
         return Composed(request, generator.write(request), (), {})
     facts, cited = select_facts(evidence, max_facts=max_facts)
@@ -140,10 +143,8 @@ def verify(
     """Send only sentences a cited passage supports; abstain when no claim survives."""
     draft, request = composed.draft, composed.request
     if not composed.passages:
-        outcome = Outcome.CLARIFY if request.kind == "clarify" else Outcome.ABSTAIN
-        return Verified(
-            draft.text, outcome, (), None, "not checked: states no policy", draft.generator
-        )
+        action = "not checked: states no policy"
+        return Verified(draft.text, Outcome(request.kind), (), None, action, request.handoff)
     verdict = verify_draft(draft.text, composed.passages, embedder, min_similarity=min_similarity)
     action = "sent as drafted"
     if not verdict.all_supported and draft.generator != fallback.name:
@@ -159,18 +160,20 @@ def verify(
         text = verdict.supported_text
         action = f"dropped {failed} unsupported sentence{'s' * (failed != 1)}"
     if _claims(verdict) == 0:
+        # Nothing checkable survived: say so honestly instead of sending fragments.
+        abstain = DraftRequest("abstain", request.question, request.audience, handoff=True)
         return Verified(
-            "",
+            fallback.write(abstain).text,
             Outcome.ABSTAIN,
             (),
             verdict,
             action,
-            draft.generator,
-            ("no drafted sentence that states a policy passed verification",),
+            handoff=True,
+            reasons=("no drafted sentence that states a policy passed verification",),
         )
     used = {n for v in verdict.sentences if v.supported for n in v.cited}
     kept = tuple(c for c in composed.citations if c.number in used)
-    return Verified(text, Outcome.ANSWER, kept, verdict, action, draft.generator)
+    return Verified(text, Outcome.ANSWER, kept, verdict, action, handoff=False)
 
 
 class Orchestrator:
@@ -239,15 +242,7 @@ class Orchestrator:
             reply=reply.text,
             timings_ms=timings_json(trace.timings),
         )
-        return Reply(
-            reply.text,
-            reply.outcome,
-            reply.citations,
-            audit_id,
-            reply.handoff,
-            reply.reasons,
-            dict(trace.timings),
-        )
+        return replace(reply, timings_ms=dict(trace.timings))
 
     def _answer(self, message: Message, audit_id: str, trace: _Trace) -> Reply:
         prepared = prepare(message, self.retriever.max_question_chars)
@@ -321,18 +316,13 @@ class Orchestrator:
         trace.sections["verification_action"] = verified.action
         trace.lap("verify")
 
-        if verified.outcome is Outcome.ABSTAIN and decision.outcome is Outcome.ANSWER:
-            # Nothing checkable survived: say so honestly instead of sending fragments.
-            abstain = DraftRequest("abstain", question, message.audience, handoff=True)
-            text = self.fallback.write(abstain).text
-            return Reply(text, Outcome.ABSTAIN, (), audit_id, True, reasons + verified.reasons)
         return Reply(
             verified.text,
             verified.outcome,
             verified.citations,
             audit_id,
-            decision.handoff,
-            reasons,
+            verified.handoff,
+            reasons + verified.reasons,
         )
 
     def _failed(self, audit_id: str, message: Message, trace: _Trace, error: str) -> Reply:

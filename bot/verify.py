@@ -460,6 +460,7 @@ class _Passage:
     flat: str
     numbers: set[str]
     units: tuple[str, ...]  # the whole text and each of its sentences: what is embedded
+    unit_words: dict[str, set[str]]  # each sentence's words, to pick which to embed first
 
 
 def _prepare(text: str) -> _Passage:
@@ -477,6 +478,7 @@ def _prepare(text: str) -> _Passage:
         flat=" ".join(text.lower().split()),
         numbers=numbers,
         units=(text, *sentences) if text.strip() else sentences,
+        unit_words={s: _words(s) for s in sentences},
     )
 
 
@@ -512,10 +514,10 @@ def _similarities(
     for _, cited, body, _ in pending:
         words = _words(body)
         ranked = sorted(
-            (u for n in cited for u in prepared[n].units[1:]),
-            key=lambda u: -len(words & _words(u)),
+            ((u, n) for n in cited for u in prepared[n].units[1:]),
+            key=lambda un: -len(words & prepared[un[1]].unit_words[un[0]]),
         )
-        first.append([prepared[n].units[0] for n in cited] + ranked[:_FIRST_UNITS])
+        first.append([prepared[n].units[0] for n in cited] + [u for u, _ in ranked[:_FIRST_UNITS]])
     embed([p[2] for p in pending] + [u for units in first for u in units])
     scores = [best(p[2], units) for p, units in zip(pending, first, strict=True)]
     short = [k for k, score in enumerate(scores) if score < min_similarity]

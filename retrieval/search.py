@@ -73,9 +73,7 @@ class Retriever:
         query = conversation_query(question, history, max_chars=self.max_question_chars)
         where = SearchFilter(audience, as_of or date.today())
         texts = [query.question] + ([query.context] if query.context else [])
-        # One call per text: in a shared batch the short question would be padded to the
-        # context's length, and MiniLM's cost grows with every padded word piece.
-        vectors = [self.embedder.embed_one(text) for text in texts]
+        vectors = self.embedder.embed(texts)
         lap("embed")
 
         # One search after another: LanceDB already spreads each one over the cores, and a

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from bot.audit import AuditLog
-from bot.factory import build_archive, build_embedder, build_orchestrator, build_store
+from bot.factory import build_orchestrator, ingest_policies
 from bot.orchestrator import Orchestrator
 from bot.settings import load_settings
 from models.base import Generator
 from retrieval.embedding import MiniLMEmbedder
-from retrieval.ingest import ingest_folder, prepare_folder
+from retrieval.ingest import prepare_folder
 from retrieval.search import Retriever
 from retrieval.types import Audience, Chunk
 
@@ -48,13 +48,7 @@ def index_policies(model_cache: Path, embedder: MiniLMEmbedder) -> Callable[[Pat
     def index(folder: Path, data: Path) -> Path:
         link_models(model_cache, data)
         settings = load_settings(data_dir=data)
-        report = ingest_folder(
-            folder,
-            store=build_store(settings),
-            embedder=build_embedder(settings),
-            archive=build_archive(settings),
-            max_bytes=settings.max_document_bytes,
-        )
+        report = ingest_policies(settings, folder)
         assert not report.failed, report.failed
         assert report.added
         return data
