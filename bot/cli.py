@@ -1,4 +1,5 @@
-"""The `supportbot` command line: ingest, search, ask, chat and the scripted demo."""
+"""The `supportbot` command line: ingest, search, ask, chat, the scripted demo, serve, and
+the `audit` and `tone` command groups (in bot/audit/cli.py and models/tone/cli.py)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from typing import Any, ParamSpec, TypeVar
 
 import click
 
+from bot.audit.cli import audit
 from bot.demo import format_reply, play
 from bot.errors import InputError, SupportbotError
 from bot.factory import build_orchestrator, build_retriever, build_store, ingest_policies
 from bot.messages import Message
 from bot.orchestrator import Orchestrator
 from bot.settings import Settings, load_settings
+from models.tone.cli import tone
 from retrieval.errors import StoreError
 from retrieval.types import Audience, Turn
 
@@ -276,4 +279,26 @@ def demo(settings: Settings) -> None:
     """Play a short scripted conversation (run `supportbot ingest` first)."""
     bot = ready_bot(settings)
     play(bot, click.echo)
-    click.echo(f"\nEvery reply above has a record in {settings.audit_path}.")
+    click.echo(f"\nEvery reply above has a record in the audit trail under {settings.audit_dir}.")
+
+
+@main.command()
+@click.option("--host", help="Interface to listen on (default: SUPPORTBOT_HOST).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port (default: SUPPORTBOT_PORT).")
+@click.option(
+    "--socket-mode",
+    is_flag=True,
+    help="Connect to Slack over Socket Mode (SUPPORTBOT_SLACK_APP_TOKEN) instead of HTTP.",
+)
+@click.pass_obj
+@friendly_errors
+def serve(settings: Settings, host: str | None, port: int | None, socket_mode: bool) -> None:
+    """Run the bot server: Slack events, /healthz, /readyz and /metrics."""
+    from bot.server import serve_forever
+
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    serve_forever(settings.model_copy(update=overrides), socket_mode=socket_mode)
+
+
+main.add_command(audit)
+main.add_command(tone)

@@ -3,6 +3,7 @@
     SupportbotError
     ├── ConfigError                  (bot.errors) bad or missing settings
     ├── InputError                   (bot.errors) a request the user has to fix (bad file)
+    ├── AuditError                   (bot.errors) the audit trail cannot record or is damaged
     └── RetrievalError               (retrieval.errors)
         ├── DocumentError            a policy file that cannot be loaded (path + field)
         ├── EmbeddingError           the embedder could not load or run
@@ -27,3 +28,7 @@ class ConfigError(SupportbotError):
 
 class InputError(SupportbotError):
     """Input the user gave us that cannot be used as it is (e.g. a malformed history file)."""
+
+
+class AuditError(SupportbotError):
+    """The audit trail cannot record (disk full, unwritable, damaged chain) or read."""

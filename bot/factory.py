@@ -9,6 +9,7 @@ from bot.decide import DecisionRules
 from bot.errors import ConfigError
 from bot.orchestrator import Orchestrator
 from bot.settings import Settings
+from models.base import Generator
 from models.template import TemplateGenerator
 from retrieval.archive import VersionArchive
 from retrieval.embedding import MiniLMEmbedder
@@ -77,11 +78,20 @@ def build_retriever(settings: Settings) -> Retriever:
     )
 
 
+def build_generator(settings: Settings) -> Generator:
+    """The generator Settings choose (SUPPORTBOT_GENERATOR)."""
+    return TemplateGenerator()
+
+
+def build_audit_log(settings: Settings) -> AuditLog:
+    return AuditLog(settings.audit_dir / "audit.jsonl")
+
+
 def build_orchestrator(settings: Settings) -> Orchestrator:
     return Orchestrator(
         build_retriever(settings),
-        TemplateGenerator(),
-        AuditLog(settings.audit_path),
+        build_generator(settings),
+        build_audit_log(settings),
         DecisionRules(
             min_support=settings.min_support,
             clarify_max_words=settings.clarify_max_words,

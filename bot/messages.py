@@ -29,8 +29,9 @@ class Message:
     audience: Audience = Audience.CUSTOMER
     platform: str = "cli"
     channel: str = ""
-    user: str = ""
+    user: str = ""  # the platform's user id; the audit trail stores a keyed pseudonym
     thread: str = ""
+    conversation: str = ""  # the platform's conversation id, where it has one (Teams)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from bot.audit import (
     verdicts_json,
 )
 from bot.decide import Decision, DecisionRules, decide
-from bot.errors import SupportbotError
+from bot.errors import AuditError, SupportbotError
 from bot.facts import Evidence, gather_evidence, select_facts
 from bot.injection import split_injection
 from bot.messages import Citation, Message, Outcome, Reply
@@ -83,6 +83,23 @@ class _Trace:
         now = time.perf_counter()
         self.timings[step] = (now - self.clock) * 1000
         self.clock = now
+
+
+UNAVAILABLE = (
+    "Sorry, I can't answer right now: I'm unable to keep a record of my answers, "
+    "so I won't give any until that is fixed. Please ask a person on our team."
+)
+
+
+def _where(message: Message) -> dict[str, str]:
+    """Where a message came from, as every record of it says."""
+    return {
+        "platform": message.platform,
+        "channel": message.channel,
+        "conversation": message.conversation,
+        "thread": message.thread,
+        "user": message.user,
+    }
 
 
 def prepare(message: Message, max_chars: int) -> Prepared:
@@ -208,10 +225,25 @@ class Orchestrator:
             "embedder": self.retriever.embedder.fingerprint or self.retriever.embedder.name,
             "reranker": reranker.name if reranker is not None else "none",
             "generator": self.generator.name,
+            **{f"generator_{k}": v for k, v in self.generator.provenance.items()},
         }
 
+    def record(self, kind: str, reply_id: str, message: Message, **detail: Any) -> str:
+        """Something that happens after a reply (feedback, a handoff, a share) gets its own
+        record, linked to the reply's; returns the new record's id. Raises AuditError."""
+        audit_id = new_audit_id()
+        self.audit.write(
+            kind,
+            audit_id=audit_id,
+            reply_id=reply_id,
+            **_where(message),
+            **detail,
+        )
+        return audit_id
+
     def handle(self, message: Message) -> Reply:
-        """Answer, clarify or abstain; never raises for a bad message, only if auditing fails."""
+        """Answer, clarify or abstain; never raises. A reply that cannot be recorded is not
+        sent: the caller gets an `error` reply saying the bot is unavailable instead."""
         audit_id = new_audit_id()
         trace = _Trace()
         try:
@@ -221,13 +253,26 @@ class Orchestrator:
         except Exception as exc:  # noqa: BLE001 - a reply and a record, whatever broke
             reply = self._failed(audit_id, message, trace, f"{type(exc).__name__}: {exc}")
         trace.timings["total"] = sum(trace.timings.values())
+        try:
+            self._write_record(audit_id, message, trace, reply)
+        except AuditError as exc:
+            # No evidence, no answer: an unrecorded reply is never sent.
+            return Reply(
+                UNAVAILABLE,
+                Outcome.ERROR,
+                (),
+                audit_id,
+                True,
+                (f"not answered: the audit trail cannot record ({exc})",),
+                dict(trace.timings),
+            )
+        return replace(reply, timings_ms=dict(trace.timings))
+
+    def _write_record(self, audit_id: str, message: Message, trace: _Trace, reply: Reply) -> None:
         self.audit.write(
             "reply",
             audit_id=audit_id,
-            platform=message.platform,
-            channel=message.channel,
-            thread=message.thread,
-            user=message.user,
+            **_where(message),
             audience=message.audience.value,
             question=message.text,
             history=[{"role": t.role, "text": t.text} for t in message.history],
@@ -242,7 +287,6 @@ class Orchestrator:
             reply=reply.text,
             timings_ms=timings_json(trace.timings),
         )
-        return replace(reply, timings_ms=dict(trace.timings))
 
     def _answer(self, message: Message, audit_id: str, trace: _Trace) -> Reply:
         prepared = prepare(message, self.retriever.max_question_chars)

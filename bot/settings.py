@@ -58,6 +58,30 @@ class Settings(BaseSettings):
     cohere_rerank_model: str = "rerank-v3.5"
     cohere_timeout_s: float = Field(default=5.0, gt=0)
 
+    # --- Generation (models/): which generator words replies, and the tone model's knobs.
+    generator: Literal["tone", "template", "cohere"] = "tone"
+    tone_base_model: str = "smollm2-135m"  # a known name or a path to a checkpoint folder
+    tone_adapter_dir: Path = Path(__file__).resolve().parent.parent / "models" / "tone" / "adapter"
+    tone_max_new_tokens: int = Field(default=160, ge=8, le=1024)
+    tone_time_budget_s: float = Field(default=6.0, gt=0)  # past it, the plain wording is sent
+    cohere_chat_model: str = "command-r-08-2024"
+
+    # --- Audit trail (bot/audit/): pseudonyms, durability, segments, redaction.
+    audit_secret: SecretStr | None = None  # HMAC key for user pseudonyms
+    audit_sync: Literal["record", "group"] = "record"  # fsync per record, or group commit
+    audit_group_commit_ms: float = Field(default=10.0, ge=0)
+    audit_segment_max_bytes: int = Field(default=64_000_000, ge=1000)
+
+    # --- Server and Slack (bot/server.py, bot/adapters/slack.py).
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None  # Socket Mode (xapp-...)
+    slack_api_url: str | None = None  # Slack Web API base URL; tests point it at a fake
+    slack_internal_channels: frozenset[str] = frozenset()  # channel ids that may see internal
+    slack_escalation_channel: str | None = None  # where handoffs are posted
+
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
@@ -71,8 +95,8 @@ class Settings(BaseSettings):
         return self.data_dir / "models"
 
     @property
-    def audit_path(self) -> Path:
-        return self.data_dir / "audit" / "audit.jsonl"
+    def audit_dir(self) -> Path:
+        return self.data_dir / "audit"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -8,6 +8,7 @@ markers, and the orchestrator verifies every sentence it writes before anything 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -47,6 +48,11 @@ class Generator(Protocol):
 
     @property
     def name(self) -> str: ...
+
+    @property
+    def provenance(self) -> Mapping[str, str]:
+        """What an auditor needs to identify the model: base model and adapter hashes."""
+        ...
 
     def warm_up(self) -> None: ...
 

@@ -5,6 +5,9 @@ selected sentences do; it is also the fallback wording when another generator's 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from models.base import Draft, DraftRequest, Snippet
 from retrieval.types import Audience
 
@@ -49,6 +52,7 @@ class TemplateGenerator:
     """Extractive wording: the facts as the policies state them, one per line."""
 
     name = "template"
+    provenance: Mapping[str, str] = MappingProxyType({})  # no weights: the wording is the code
 
     def warm_up(self) -> None:
         """Nothing to load."""

@@ -13,6 +13,7 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -261,10 +262,14 @@ def test_every_sent_sentence_passes_an_independent_check(orchestrator, embedder)
         assert sum(1 for v in verdict.sentences if v.cited) >= 1
 
 
+NO_PROVENANCE = MappingProxyType({})
+
+
 class InventingGenerator:
     """Words replies like the template, then adds a claim no policy makes."""
 
     name = "inventing-test"
+    provenance = NO_PROVENANCE
     INVENTED = "Refunds are always paid within 2 days [1]."
 
     def __init__(self) -> None:
@@ -284,6 +289,7 @@ class NumberBumpingGenerator:
     """Words replies like the template, with every number one higher."""
 
     name = "number-bumping-test"
+    provenance = NO_PROVENANCE
 
     def warm_up(self) -> None:
         """Nothing to load."""
@@ -306,6 +312,7 @@ class FabricatingGenerator:
     """Writes only claims no policy makes, each citing a real passage."""
 
     name = "fabricating-test"
+    provenance = NO_PROVENANCE
     CLAIMS = (
         "Every order ships free to Mars within 1 hour [1].",
         "Refunds are paid in gold bars worth £1,000 [1].",
@@ -324,6 +331,7 @@ class SmallTalkGenerator:
     """Answers with pleasantries only: nothing it says states a policy."""
 
     name = "small-talk-test"
+    provenance = NO_PROVENANCE
 
     def warm_up(self) -> None:
         """Nothing to load."""

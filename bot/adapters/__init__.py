@@ -1,0 +1,1 @@
+"""Platform adapters: a platform's payload becomes a Message, a Reply becomes its API calls."""

@@ -1,0 +1,1 @@
+"""The tone model: the company's voice (style guide, examples), LoRA training, generation."""
