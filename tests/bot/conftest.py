@@ -1,4 +1,4 @@
-"""Bot fixtures: the sample policies ingested once per session, and real orchestrators over them.
+"""Bot fixtures: real orchestrators over the session's ingested policies (tests/conftest.py).
 
 Everything is real: the int8 MiniLM embedder, LanceDB on disk, the fusion reranker and the
 template generator. Tests that read audit records get an orchestrator with its own audit file.
@@ -12,11 +12,9 @@ from pathlib import Path
 import pytest
 
 from bot.audit import AuditLog
-from bot.factory import build_orchestrator, ingest_policies
 from bot.orchestrator import Orchestrator
 from bot.settings import load_settings
 from models.base import Generator
-from retrieval.embedding import MiniLMEmbedder
 from retrieval.ingest import prepare_folder
 from retrieval.search import Retriever
 from retrieval.types import Audience, Chunk
@@ -24,52 +22,6 @@ from retrieval.types import Audience, Chunk
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
 MakeOrchestrator = Callable[..., Orchestrator]
-
-
-def link_models(model_cache: Path, data: Path) -> None:
-    """Point `<data>/models` at the session's exported model, so it is not exported again."""
-    (data / "models").mkdir(parents=True, exist_ok=True)
-    for f in model_cache.glob("*.onnx"):
-        target = data / "models" / f.name
-        if not target.exists():
-            target.symlink_to(f)
-
-
-@pytest.fixture(scope="session")
-def index_policies(model_cache: Path, embedder: MiniLMEmbedder) -> Callable[[Path, Path], Path]:
-    """Ingest a policy folder into a data dir (index and archive); returns the data dir.
-
-    Ingest embeds as `supportbot ingest` does, with the embedder the settings build (over
-    the session's exported model, which the `embedder` fixture guarantees exists), so the
-    index matches production and the shared session embedder's cache is left alone.
-    """
-    assert embedder.fingerprint  # the model is exported and loadable
-
-    def index(folder: Path, data: Path) -> Path:
-        link_models(model_cache, data)
-        settings = load_settings(data_dir=data)
-        report = ingest_policies(settings, folder)
-        assert not report.failed, report.failed
-        assert report.added
-        return data
-
-    return index
-
-
-@pytest.fixture(scope="session")
-def policy_data(
-    tmp_path_factory: pytest.TempPathFactory, index_policies: Callable[[Path, Path], Path]
-) -> Path:
-    """A data dir holding the repo's policies/ ingested."""
-    return index_policies(POLICIES, tmp_path_factory.mktemp("policy-data"))
-
-
-@pytest.fixture(scope="session")
-def orchestrator(policy_data: Path) -> Orchestrator:
-    """The real orchestrator the factory builds over the ingested policies, warmed up."""
-    orch = build_orchestrator(load_settings(data_dir=policy_data))
-    orch.warm_up()
-    return orch
 
 
 @pytest.fixture
