@@ -95,7 +95,7 @@ def gather_evidence(
 
     sentences: list[tuple[int, str]] = []
     for i, hit in enumerate(passages):
-        for sentence in split_sentences(hit.chunk.text):
+        for sentence in split_sentences(hit.chunk.text, passage=True):
             # Markdown emphasis and code marks are layout, not words.
             text = _MARKUP.sub("", strip_citations(sentence)).strip()
             # Instructions planted in a document are data: never repeated as a fact.

@@ -65,6 +65,7 @@ _ABBREVIATIONS = frozenset({
     "inc.", "p.",
 })  # fmt: skip
 _BULLET = re.compile(r"^\s*(?:[-*•·‣▪\u2013]|\d{1,3}[.)]|[a-zA-Z][)])\s+")
+_TABLE_RULE = re.compile(r":?-{2,}:?")
 _CITATION = re.compile(r"\[(\d+(?:\s*[,;]\s*\d+)*)\]")
 # A sentence ends at . ! ? (plus closing quotes/brackets and any citation markers that
 # follow, which belong to the sentence they close), then whitespace.
@@ -102,18 +103,46 @@ def _split_paragraph(text: str) -> list[str]:
     return out
 
 
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a support reply; each list item is its own sentence (marker removed)."""
+def _row_sentence(header: Sequence[str], cells: Sequence[str]) -> str:
+    pairs = [f"{h}: {c}" if h else c for h, c in zip(header, cells, strict=False) if c]
+    return "; ".join(pairs) + "." if pairs else ""
+
+
+def split_sentences(text: str, *, passage: bool = False) -> list[str]:
+    """Sentences of a support reply; each list item is its own sentence (marker removed).
+
+    With `passage` (a policy passage, read for facts and checked against), a list item's
+    first sentence carries the lead-in that introduces its list ("Never, in any channel:
+    use the words ..."): alone, an item of a list of things not to do reads as an
+    instruction to do them. And each row of a Markdown table becomes one sentence that
+    names its columns ("Product: Kettle K2; Guarantee: 2 years.").
+    """
     sentences: list[str] = []
     paragraph: list[str] = []
+    lead = ""
+    header: list[str] = []
 
     def flush() -> None:
+        nonlocal lead
         if paragraph:
-            sentences.extend(_split_paragraph(" ".join(paragraph)))
+            parts = _split_paragraph(" ".join(paragraph))
+            sentences.extend(parts)
+            lead = parts[-1] if parts and parts[-1].endswith(":") else ""
             paragraph.clear()
 
     for line in text.splitlines():
         stripped = line.strip()
+        if passage and stripped.startswith("|") and stripped.endswith("|") and len(stripped) > 1:
+            flush()
+            cells = [c.strip() for c in stripped[1:-1].split("|")]
+            if all(_TABLE_RULE.fullmatch(c) for c in cells):
+                continue
+            if not header:
+                header = cells
+            elif row := _row_sentence(header, cells):
+                sentences.append(row)
+            continue
+        header = []
         if not stripped:
             flush()
             continue
@@ -121,7 +150,12 @@ def split_sentences(text: str) -> list[str]:
         if bullet or stripped.startswith("#"):
             flush()
             item = line[bullet.end() :] if bullet else stripped.lstrip("#")
-            sentences.extend(_split_paragraph(item.strip()))
+            parts = _split_paragraph(item.strip())
+            if not bullet:
+                lead = ""
+            elif passage and lead and parts:
+                parts[0] = f"{lead} {parts[0]}"
+            sentences.extend(parts)
         else:
             paragraph.append(stripped)
     flush()
@@ -472,7 +506,9 @@ def _prepare(text: str) -> _Passage:
     facts = extract_facts(text)
     # Word numbers ("thirty") count too, so "30" in a reply is found in "thirty" here.
     numbers.update(f.value for f in facts if f.kind == "number")
-    sentences = tuple(s for s in (strip_citations(x) for x in split_sentences(text)) if s)
+    sentences = tuple(
+        s for s in (strip_citations(x) for x in split_sentences(text, passage=True)) if s
+    )
     return _Passage(
         facts=facts,
         flat=" ".join(text.lower().split()),

@@ -50,6 +50,10 @@ class _Unit:
     text: str
     joiner: str  # goes between this unit and the one before it in the same chunk
     by_lines: bool = False  # code and tables: split at line ends, not sentence ends
+    # Restated (with its line breaks) at the top of a chunk that starts with this unit: a
+    # list's lead-in ("Never, in any channel:") or a table's header, without which the unit
+    # reads otherwise.
+    lead: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +133,10 @@ def _pack(units: Sequence[_Unit], max_words: int) -> list[str]:
         if current and current_words + words > max_words:
             parts.append(current)
             current, current_words = "", 0
+        lead_words = word_count(unit.lead)
+        if not current and parts and unit.lead and lead_words + words <= max_words:
+            current, current_words = unit.lead + unit.text, lead_words + words
+            continue
         current = f"{current}{unit.joiner}{unit.text}" if current else unit.text
         current_words += words
     if current:
@@ -144,16 +152,19 @@ def _fit(units: Sequence[_Unit], max_words: int) -> list[_Unit]:
         if not text:
             continue
         if word_count(text) <= max_words:
-            fitted.append(_Unit(text, unit.joiner, unit.by_lines))
+            fitted.append(_Unit(text, unit.joiner, unit.by_lines, unit.lead))
             continue
         pieces = text.split("\n") if unit.by_lines else _SENTENCE_END.split(text)
+        # A table's rows carry its header row and rule.
+        header = "\n".join(pieces[:2]) + "\n" if unit.by_lines and text.startswith("|") else ""
         joiner = unit.joiner
-        for piece in pieces:
+        for number, piece in enumerate(pieces):
             words = piece.split()
             if not words:
                 continue
             if len(words) <= max_words:
-                fitted.append(_Unit(piece.strip(), joiner))
+                lead = header if header and number >= 2 else unit.lead
+                fitted.append(_Unit(piece.strip(), joiner, lead=lead))
             else:
                 fitted.extend(
                     _Unit(" ".join(words[i : i + max_words]), joiner if i == 0 else " ")
@@ -218,17 +229,24 @@ def _markdown_units(
     """Units of a long section: whole blocks, or a long list's items, in source order."""
     units: list[_Unit] = []
     cursor = start
+    previous = ""  # the block before this one
     for block in blocks:
         # Lines no token claims (e.g. link reference definitions) are kept as their own unit.
         units.append(_Unit("\n".join(lines[cursor : block.start]), "\n\n"))
         text = "\n".join(lines[block.start : block.end]).strip()
         if block.kind in _LIST_TOKENS and block.items and word_count(text) > max_words:
+            # A short lead-in ending in ":" introduces the list: a chunk that starts in the
+            # middle of the list restates it.
+            lead = previous if previous.endswith(":") and word_count(previous) <= 20 else ""
             units.extend(
-                _Unit("\n".join(lines[a:b]), "\n\n" if i == 0 else "\n")
+                _Unit(
+                    "\n".join(lines[a:b]), "\n\n" if i == 0 else "\n", lead=lead and lead + "\n\n"
+                )
                 for i, (a, b) in enumerate(block.items)
             )
         else:
             units.append(_Unit(text, "\n\n", by_lines=block.kind in _LINE_TOKENS))
+        previous = text
         cursor = block.end
     units.append(_Unit("\n".join(lines[cursor:end]), "\n\n"))
     return units

@@ -77,6 +77,42 @@ def test_split_makes_each_list_item_a_sentence():
     ]
 
 
+def test_split_of_a_passage_turns_table_rows_into_sentences_naming_their_columns():
+    text = (
+        "Guarantees by product:\n\n| Product | Guarantee |\n|---|:---:|\n"
+        "| Kettle K2 | 2 years |\n| Forge knives | 10 years |\n\nRegister online."
+    )
+    assert split_sentences(text, passage=True) == [
+        "Guarantees by product:",
+        "Product: Kettle K2; Guarantee: 2 years.",
+        "Product: Forge knives; Guarantee: 10 years.",
+        "Register online.",
+    ]
+
+
+def test_split_of_a_passage_keeps_what_a_list_item_completes():
+    """An item of a "never do this" list must not read alone as an instruction to do it."""
+    text = (
+        "Agents have wide discretion.\n\nNever, in any channel:\n\n"
+        "- promise a delivery date. Say it is being checked;\n"
+        "- mention risk scores.\n\n"
+        "Otherwise, be helpful.\n\n- a list with no lead-in\n\n## Heading\n\n- after a heading"
+    )
+    assert split_sentences(text, passage=True) == [
+        "Agents have wide discretion.",
+        "Never, in any channel:",
+        "Never, in any channel: promise a delivery date.",
+        "Say it is being checked;",
+        "Never, in any channel: mention risk scores.",
+        "Otherwise, be helpful.",
+        "a list with no lead-in",
+        "Heading",
+        "after a heading",
+    ]
+    # Replies are split as written: their items stand alone.
+    assert "promise a delivery date." in split_sentences(text)
+
+
 def test_split_of_empty_and_blank_text_is_empty():
     """Nothing to split gives no sentences."""
     assert split_sentences("") == []

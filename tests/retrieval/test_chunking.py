@@ -132,6 +132,28 @@ def test_overlong_list_is_split_between_items():
     assert all(c.text.startswith("- item") for c in chunks)
 
 
+def test_chunk_starting_inside_a_list_restates_its_lead_in():
+    """An item of "never do this" cut from its lead-in would read as an instruction."""
+    items = [f"- promise thing {n} " + "word " * 6 for n in range(6)]
+    body = "# Refunds and returns\n\nNever, in any channel:\n\n" + "\n".join(items) + "\n"
+    chunks = chunk_document(make_doc(body), max_words=25)
+    assert len(chunks) > 1
+    assert all(c.text.startswith("Never, in any channel:\n\n- promise") for c in chunks)
+    assert all(len(words(c.text)) <= 25 for c in chunks)
+    listed = [line for c in chunks for line in c.text.splitlines() if line.startswith("- ")]
+    assert listed == [i.strip() for i in items]  # every item once, in order
+
+
+def test_chunk_starting_inside_a_table_restates_its_header():
+    rows = [f"| Product {n} | {n} years against defects in normal use |" for n in range(12)]
+    body = "# Warranty\n\n| Product | Guarantee |\n|---|---|\n" + "\n".join(rows) + "\n"
+    chunks = chunk_document(make_doc(body), max_words=30)
+    assert len(chunks) > 1
+    assert all(c.text.startswith("| Product | Guarantee |\n|---|---|\n| Product ") for c in chunks)
+    body_rows = [line for c in chunks for line in c.text.splitlines()[2:]]
+    assert body_rows == rows
+
+
 def test_huge_paragraph_splits_at_sentences_then_words():
     """One paragraph over the limit splits at sentence ends; a run-on sentence by words."""
     sentence = "The refund is issued within ten days of receipt."
