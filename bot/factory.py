@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.audit import AuditLog
+from bot.audit.redact import Redactor, contacts_in
 from bot.decide import DecisionRules
 from bot.errors import ConfigError
 from bot.orchestrator import Orchestrator
@@ -79,12 +80,55 @@ def build_retriever(settings: Settings) -> Retriever:
 
 
 def build_generator(settings: Settings) -> Generator:
-    """The generator Settings choose (SUPPORTBOT_GENERATOR)."""
-    return TemplateGenerator()
+    """The generator Settings choose (SUPPORTBOT_GENERATOR); models load in warm_up()."""
+    if settings.generator == "template":
+        return TemplateGenerator()
+    if settings.generator == "cohere":
+        from models.cohere_chat import CohereChatGenerator
+
+        if settings.cohere_api_key is None:
+            raise ConfigError("SUPPORTBOT_GENERATOR=cohere needs SUPPORTBOT_COHERE_API_KEY")
+        return CohereChatGenerator(
+            api_key=settings.cohere_api_key.get_secret_value(),
+            model=settings.cohere_chat_model,
+            base_url=settings.cohere_base_url,
+            timeout_s=settings.cohere_chat_timeout_s,
+        )
+    from models.tone.generator import ToneGenerator
+
+    return ToneGenerator(
+        settings.tone_base_model,
+        settings.model_cache_dir,
+        settings.tone_adapter_dir,
+        max_new_tokens=settings.tone_max_new_tokens,
+        time_budget_s=settings.tone_time_budget_s,
+    )
 
 
 def build_audit_log(settings: Settings) -> AuditLog:
-    return AuditLog(settings.audit_dir / "audit.jsonl")
+    """The audit trail under `<data>/audit`, with the configured key, durability and
+    redaction."""
+    secret = settings.audit_secret
+    return AuditLog(
+        settings.audit_dir,
+        secret=secret.get_secret_value() if secret is not None else None,
+        sync=settings.audit_sync,
+        group_commit_ms=settings.audit_group_commit_ms,
+        segment_max_bytes=settings.audit_segment_max_bytes,
+        redactor=Redactor.from_settings(settings).keeping(published_contacts(settings)),
+    )
+
+
+def published_contacts(settings: Settings) -> frozenset[str]:
+    """Phone numbers and emails the policies publish: a reply quoting them says nothing
+    personal, and the record must keep what the customer was actually told."""
+    folder = settings.policies_dir
+    files = sorted(folder.glob("*")) if folder.is_dir() else []
+    return contacts_in(
+        p.read_text(encoding="utf-8", errors="replace")
+        for p in files
+        if p.suffix.lower() in {".md", ".markdown", ".txt", ".html", ".htm"}
+    )
 
 
 def build_orchestrator(settings: Settings) -> Orchestrator:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
 
@@ -65,9 +66,15 @@ class Settings(BaseSettings):
     tone_max_new_tokens: int = Field(default=160, ge=8, le=1024)
     tone_time_budget_s: float = Field(default=6.0, gt=0)  # past it, the plain wording is sent
     cohere_chat_model: str = "command-r-08-2024"
+    # A chat reply is generated, not looked up: it needs longer than a rerank call.
+    cohere_chat_timeout_s: float = Field(default=20.0, gt=0)
 
     # --- Audit trail (bot/audit/): pseudonyms, durability, segments, redaction.
     audit_secret: SecretStr | None = None  # HMAC key for user pseudonyms
+    # What is redacted before a record is written: "all" (every kind in every free-text field),
+    # "none", or fields with kinds, e.g. "all,error:secret" or JSON (bot/audit/redact.py).
+    audit_redact: str = "all"
+    audit_redact_keep: str = ""  # published contacts never redacted: "0161 496 0750,@example.com"
     audit_sync: Literal["record", "group"] = "record"  # fsync per record, or group commit
     audit_group_commit_ms: float = Field(default=10.0, ge=0)
     audit_segment_max_bytes: int = Field(default=64_000_000, ge=1000)
@@ -75,12 +82,31 @@ class Settings(BaseSettings):
     # --- Server and Slack (bot/server.py, bot/adapters/slack.py).
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    # Answers run in this many threads; the rest wait their turn (2 cores measured best).
+    server_workers: int = Field(default=2, ge=1, le=64)
+    shutdown_grace_s: float = Field(default=30.0, ge=0)  # in-flight answers get this long
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None  # Socket Mode (xapp-...)
     slack_api_url: str | None = None  # Slack Web API base URL; tests point it at a fake
-    slack_internal_channels: frozenset[str] = frozenset()  # channel ids that may see internal
+    # Channel ids that may see internal policies: a JSON list or "C1,C2". A listed channel
+    # that is shared with another organisation (Slack Connect) is treated as customer-facing.
+    slack_internal_channels: Annotated[frozenset[str], NoDecode] = frozenset()
     slack_escalation_channel: str | None = None  # where handoffs are posted
+    slack_api_retries: int = Field(default=3, ge=0, le=10)  # per call: 429, 5xx, connection
+    slack_history_turns: int = Field(default=10, ge=0, le=100)  # earlier thread messages used
+    slack_channel_cache_s: float = Field(default=300.0, ge=0)  # conversations.info cache
+
+    @field_validator("slack_internal_channels", mode="before")
+    @classmethod
+    def _channel_list(cls, value: object) -> object:
+        """Accept `C1,C2` or a JSON list from the environment, and any iterable in code."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [c.strip() for c in text.split(",") if c.strip()]
+        return value
 
     @property
     def index_dir(self) -> Path:

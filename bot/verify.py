@@ -104,7 +104,9 @@ def _split_paragraph(text: str) -> list[str]:
 
 
 def _row_sentence(header: Sequence[str], cells: Sequence[str]) -> str:
-    pairs = [f"{h}: {c}" if h else c for h, c in zip(header, cells, strict=False) if c]
+    # A row of a table cut from its header (a later passage of a long table): cells alone.
+    names = list(header) + [""] * (len(cells) - len(header))
+    pairs = [f"{h}: {c}" if h else c for h, c in zip(names, cells, strict=False) if c]
     return "; ".join(pairs) + "." if pairs else ""
 
 
@@ -115,12 +117,14 @@ def split_sentences(text: str, *, passage: bool = False) -> list[str]:
     first sentence carries the lead-in that introduces its list ("Never, in any channel:
     use the words ..."): alone, an item of a list of things not to do reads as an
     instruction to do them. And each row of a Markdown table becomes one sentence that
-    names its columns ("Product: Kettle K2; Guarantee: 2 years.").
+    names its columns ("Product: Kettle K2; Guarantee: 2 years."), or lists its cells when
+    the passage holds no header.
     """
     sentences: list[str] = []
     paragraph: list[str] = []
     lead = ""
-    header: list[str] = []
+    header: list[str] = []  # of the table being read
+    pending: list[list[str]] = []  # its last row: a header if a rule line follows
 
     def flush() -> None:
         nonlocal lead
@@ -136,12 +140,16 @@ def split_sentences(text: str, *, passage: bool = False) -> list[str]:
             flush()
             cells = [c.strip() for c in stripped[1:-1].split("|")]
             if all(_TABLE_RULE.fullmatch(c) for c in cells):
+                # The row above the rule is the header: it names the columns of the rest.
+                if pending and not header:
+                    header = pending.pop()
                 continue
-            if not header:
-                header = cells
-            elif row := _row_sentence(header, cells):
+            if pending and (row := _row_sentence(header, pending.pop())):
                 sentences.append(row)
+            pending.append(cells)
             continue
+        if pending and (row := _row_sentence(header, pending.pop())):
+            sentences.append(row)
         header = []
         if not stripped:
             flush()
@@ -158,6 +166,8 @@ def split_sentences(text: str, *, passage: bool = False) -> list[str]:
             sentences.extend(parts)
         else:
             paragraph.append(stripped)
+    if pending and (row := _row_sentence(header, pending.pop())):
+        sentences.append(row)
     flush()
     return sentences
 

@@ -51,8 +51,8 @@ class _Unit:
     joiner: str  # goes between this unit and the one before it in the same chunk
     by_lines: bool = False  # code and tables: split at line ends, not sentence ends
     # Restated (with its line breaks) at the top of a chunk that starts with this unit: a
-    # list's lead-in ("Never, in any channel:") or a table's header, without which the unit
-    # reads otherwise.
+    # list's lead-in ("Never, in any channel:"), without which an item reads otherwise.
+    # (Repeating a long table's header measured worse for search: it skews keyword scores.)
     lead: str = ""
 
 
@@ -155,16 +155,13 @@ def _fit(units: Sequence[_Unit], max_words: int) -> list[_Unit]:
             fitted.append(_Unit(text, unit.joiner, unit.by_lines, unit.lead))
             continue
         pieces = text.split("\n") if unit.by_lines else _SENTENCE_END.split(text)
-        # A table's rows carry its header row and rule.
-        header = "\n".join(pieces[:2]) + "\n" if unit.by_lines and text.startswith("|") else ""
         joiner = unit.joiner
-        for number, piece in enumerate(pieces):
+        for piece in pieces:
             words = piece.split()
             if not words:
                 continue
             if len(words) <= max_words:
-                lead = header if header and number >= 2 else unit.lead
-                fitted.append(_Unit(piece.strip(), joiner, lead=lead))
+                fitted.append(_Unit(piece.strip(), joiner, lead=unit.lead))
             else:
                 fitted.extend(
                     _Unit(" ".join(words[i : i + max_words]), joiner if i == 0 else " ")

@@ -1,91 +1,34 @@
-"""The audit log: one JSON line per request that reached the orchestrator, through structlog.
+"""The audit trail: one tamper-evident record per request that reached the orchestrator.
 
-Records are appended to `<data dir>/audit/audit.jsonl`, each with a single `write` on a
-file opened with O_APPEND, so lines from several processes never interleave. A record says
-enough to reconstruct the reply: the question and history used, what was searched, the
-candidates and their scores, the exact sources (document, version, chunk, sha256), the
-decision and its reasons, every sentence's verdict, the models and the latency per step.
+A record says enough to reconstruct the reply: the question and history used, what was
+searched, the candidates and their scores, the exact sources (document, version, chunk,
+sha256), the decision and its reasons, every sentence's verdict, the models and the latency
+per step. `AuditLog` (bot/audit/log.py) writes it through structlog processors onto a
+hash chain sealed with the audit key, in segment files under `<data dir>/audit/`
+(format: bot/audit/chain.py). `supportbot audit ...` verifies, searches, exports, shows,
+prunes and reports (bot/audit/cli.py). This module also builds the sections of a reply
+record, shared by every caller that writes one.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-import structlog
-from structlog.typing import EventDict, WrappedLogger
-
+from bot.audit.log import SCHEMA, AuditLog, new_audit_id
 from bot.messages import Citation
 from bot.verify import DraftVerdict
 from retrieval.types import Hit
 
-SCHEMA = 1
-
-
-def new_audit_id() -> str:
-    return uuid.uuid4().hex
-
-
-class AppendFileLogger:
-    """A structlog logger that appends each rendered record to a file as one line."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def msg(self, message: str) -> None:
-        data = (message.replace("\n", "\\n") + "\n").encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-
-    info = warning = error = msg
-
-
-def _plain(value: object) -> object:
-    """JSON for what the record may hold besides plain types (numpy scalars, paths)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
-
-
-def _schema(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    event["schema"] = SCHEMA
-    return event
-
-
-class AuditLog:
-    """Where reply records go. `records()` reads them back (tests, `audit` commands)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._log = structlog.wrap_logger(
-            AppendFileLogger(path),
-            processors=[
-                _schema,
-                structlog.processors.TimeStamper(fmt="iso", utc=True, key="time"),
-                structlog.processors.JSONRenderer(default=_plain, ensure_ascii=False),
-            ],
-        )
-
-    def write(self, kind: str, **record: Any) -> None:
-        self._log.info(kind, **record)
-
-    def records(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        with self.path.open(encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
-
-
-# Sections of a reply record, shared by every caller that writes one.
+__all__ = [
+    "SCHEMA",
+    "AuditLog",
+    "candidates_json",
+    "new_audit_id",
+    "sources_json",
+    "timings_json",
+    "verdicts_json",
+]
 
 
 def candidates_json(hits: Iterable[Hit]) -> list[dict[str, Any]]:

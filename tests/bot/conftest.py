@@ -41,7 +41,7 @@ def make_orchestrator(orchestrator: Orchestrator, tmp_path: Path) -> MakeOrchest
         return Orchestrator(
             retriever or orchestrator.retriever,
             generator or orchestrator.generator,
-            AuditLog(audit_path or tmp_path / f"audit-{made}.jsonl"),
+            AuditLog(audit_path or tmp_path / f"audit-{made}"),
             orchestrator.rules,
             max_facts=orchestrator.max_facts,
             min_similarity=(

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from bot.audit import AuditLog
+
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 SUPPORTBOT = Path(sys.executable).parent / "supportbot"
 RETURN_QUESTION = "How long do I have to return an item?"
@@ -47,6 +49,8 @@ class CLI:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SUPPORTBOT_")}
         env["SUPPORTBOT_DATA_DIR"] = str(self.data)
         env["SUPPORTBOT_POLICIES_DIR"] = str(POLICIES)
+        # The plain wording: fast; the tone model has its own tests, and the demo test below.
+        env["SUPPORTBOT_GENERATOR"] = "template"
         return env
 
     def run(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -398,9 +402,9 @@ AUDIT_ID = re.compile(r"audit id (?P<id>[0-9a-f]{32})$", re.MULTILINE)
 
 
 def audit_records(cli: CLI) -> dict[str, dict]:
-    path = cli.data / "audit" / "audit.jsonl"
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    return {r["audit_id"]: r for r in map(json.loads, lines)}
+    folder = cli.data / "audit"
+    records = AuditLog(folder).records() if folder.exists() else []
+    return {r["audit_id"]: r for r in records if "audit_id" in r}
 
 
 def ask(cli: CLI, question: str, *args: str) -> dict:

@@ -233,7 +233,7 @@ def poisoned(tmp_path_factory, index_policies) -> Orchestrator:
         shutil.copy(POLICIES / name, folder / name)
     (folder / "gift-wrapping.md").write_text(GIFT_WRAPPING, encoding="utf-8")
     data = index_policies(folder, tmp_path_factory.mktemp("poisoned-data"))
-    orch = build_orchestrator(load_settings(data_dir=data))
+    orch = build_orchestrator(load_settings(data_dir=data, generator="template"))
     orch.warm_up()
     return orch
 

@@ -7,7 +7,6 @@ stand in for a model that words replies badly, which is what verification must c
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -117,10 +116,10 @@ def quoted(text: str) -> list[str]:
 
 
 def only_record(orch: Orchestrator) -> dict[str, Any]:
-    """The audit file holds exactly one line, a JSON object: that record."""
-    lines = orch.audit.path.read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 1, lines
-    record: dict[str, Any] = json.loads(lines[0])
+    """The orchestrator's audit trail holds exactly one record: that one."""
+    records = orch.audit.records()
+    assert len(records) == 1, records
+    record: dict[str, Any] = records[0]
     return record
 
 

@@ -88,6 +88,11 @@ def test_split_of_a_passage_turns_table_rows_into_sentences_naming_their_columns
         "Product: Forge knives; Guarantee: 10 years.",
         "Register online.",
     ]
+    # A later passage of a long table has no header row: its rows are their cells.
+    assert split_sentences("| Toaster T4 | 2 years |\n| Pan | Lifetime |", passage=True) == [
+        "Toaster T4; 2 years.",
+        "Pan; Lifetime.",
+    ]
 
 
 def test_split_of_a_passage_keeps_what_a_list_item_completes():

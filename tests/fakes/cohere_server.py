@@ -1,9 +1,12 @@
-"""FakeCohereServer: a loopback HTTP server speaking Cohere's v2 rerank wire format.
+"""FakeCohereServer: a loopback HTTP server speaking Cohere's v2 rerank and chat wire formats.
 
 It is a real server on 127.0.0.1 (port 0) in a background thread, so the official `cohere`
 SDK talks to it over a socket exactly as it talks to api.cohere.com: same path, headers,
 JSON bodies, status codes and error bodies. Scores are a simple but real relevance
-function (Jaccard overlap of lowercase words), so rankings are meaningful.
+function (Jaccard overlap of lowercase words), so rankings are meaningful. Chat (v2, not
+streamed) answers like a grounded model: an opening, then each document's text as a
+sentence, each with a citation span pointing at the document, then a next step; without
+documents it says it found nothing. `reply_next` scripts the exact text and citations.
 
 Tests script failures for the next requests (a status such as 429 with Retry-After, a hang
 past the client's timeout, a body that is not JSON) and assert on the recorded requests:
@@ -28,6 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 RERANK_PATH = "/v2/rerank"
+CHAT_PATH = "/v2/chat"
 
 _WORD = re.compile(r"[a-z0-9]+")
 # Words that match everything and so say nothing about relevance.
@@ -173,6 +177,28 @@ class FakeCohereServer:
         headers = {"content-type": "application/json"}
         self._push(_Scripted(status=200, headers=headers, body=body), times)
 
+    def reply_next(
+        self, text: str, citations: list[tuple[int, int, list[str]]] | None = None
+    ) -> None:
+        """Answer the next chat request with `text` and citations (start, end, document ids)."""
+        body = _chat_body(
+            text,
+            [
+                {
+                    "start": start,
+                    "end": end,
+                    "text": text[start:end],
+                    "sources": [
+                        {"type": "document", "id": doc, "document": {"id": doc}} for doc in docs
+                    ],
+                    "type": "TEXT_CONTENT",
+                }
+                for start, end, docs in citations or []
+            ],
+        )
+        headers = {"content-type": "application/json"}
+        self._push(_Scripted(status=200, headers=headers, body=body), 1)
+
     def reset(self) -> None:
         """Forget recorded requests and any scripted answers not yet used."""
         with self._lock:
@@ -197,7 +223,7 @@ class FakeCohereServer:
 
     def _answer(self, request: RecordedRequest) -> _Scripted:
         """What api.cohere.com answers to this request."""
-        if request.path != RERANK_PATH:
+        if request.path not in (RERANK_PATH, CHAT_PATH):
             return _error(404, f"path {request.path} not found")
         if request.method != "POST":
             return _error(405, f"method {request.method} not allowed")
@@ -209,10 +235,11 @@ class FakeCohereServer:
         payload = request.json
         if not isinstance(payload, dict):
             return _error(400, "invalid request: body must be a JSON object")
-        problem = _rerank_problem(payload)
+        chat = request.path == CHAT_PATH
+        problem = _chat_problem(payload) if chat else _rerank_problem(payload)
         if problem:
             return _error(400, f"invalid request: {problem}")
-        return _rerank(payload)
+        return _chat(payload) if chat else _rerank(payload)
 
 
 def _rerank_problem(payload: dict[str, Any]) -> str:
@@ -250,6 +277,93 @@ def _rerank(payload: dict[str, Any]) -> _Scripted:
     return _Scripted(
         status=200, headers={"content-type": "application/json"}, body=json.dumps(body).encode()
     )
+
+
+def _chat_problem(payload: dict[str, Any]) -> str:
+    """Why a v2 chat request is invalid, or "" if it is valid."""
+    messages = payload.get("messages")
+    documents = payload.get("documents") or []
+    roles = ("system", "user", "assistant", "tool")
+    checks = [
+        (
+            isinstance(payload.get("model"), str) and bool(payload["model"]),
+            "model must be a non-empty string",
+        ),
+        (isinstance(messages, list) and bool(messages), "messages must be a non-empty list"),
+        (
+            all(
+                isinstance(m, dict)
+                and m.get("role") in roles
+                and isinstance(m.get("content"), str | list)
+                for m in (messages if isinstance(messages, list) else [])
+            ),
+            "each message needs a role (system, user, assistant or tool) and a content",
+        ),
+        (not payload.get("stream"), "this fake answers v2 chat without streaming only"),
+        (isinstance(documents, list), "documents must be a list"),
+        (
+            all(
+                isinstance(d, str) or (isinstance(d, dict) and isinstance(d.get("data"), dict))
+                for d in (documents if isinstance(documents, list) else [])
+            ),
+            "each document must be a string or an object with a data object",
+        ),
+    ]
+    return next((problem for ok, problem in checks if not ok), "")
+
+
+def _chat(payload: dict[str, Any]) -> _Scripted:
+    """A grounded reply: each document's text as a sentence, cited by its id."""
+    documents = payload.get("documents") or []
+    text = "Happy to help."
+    citations = []
+    for k, doc in enumerate(documents):
+        if isinstance(doc, str):
+            doc_id, data = f"doc:{k}", {"text": doc}
+        else:
+            doc_id, data = str(doc.get("id") or f"doc:{k}"), doc["data"]
+        sentence = " ".join(str(data.get("text", "")).split()).rstrip(" ;,:")
+        if not sentence:
+            continue
+        sentence = sentence[0].upper() + sentence[1:]
+        if sentence[-1] not in ".!?":
+            sentence += "."
+        start = len(text) + 1
+        text += " " + sentence
+        citations.append(
+            {
+                "start": start,
+                "end": len(text),
+                "text": sentence,
+                "sources": [{"type": "document", "id": doc_id, "document": {"id": doc_id, **data}}],
+                "type": "TEXT_CONTENT",
+            }
+        )
+    if citations:
+        text += " Is there anything else I can help with?"
+    else:
+        text = "I couldn't find that in the documents I have."
+    return _Scripted(
+        status=200, headers={"content-type": "application/json"}, body=_chat_body(text, citations)
+    )
+
+
+def _chat_body(text: str, citations: list[dict[str, Any]]) -> bytes:
+    words = len(text.split())
+    body = {
+        "id": str(uuid.uuid4()),
+        "finish_reason": "COMPLETE",
+        "message": {
+            "role": "assistant",
+            "content": [{"type": "text", "text": text}],
+            "citations": citations,
+        },
+        "usage": {
+            "billed_units": {"input_tokens": 10, "output_tokens": words},
+            "tokens": {"input_tokens": 100, "output_tokens": words},
+        },
+    }
+    return json.dumps(body).encode()
 
 
 def _error(status: int, message: str) -> _Scripted:

@@ -144,16 +144,6 @@ def test_chunk_starting_inside_a_list_restates_its_lead_in():
     assert listed == [i.strip() for i in items]  # every item once, in order
 
 
-def test_chunk_starting_inside_a_table_restates_its_header():
-    rows = [f"| Product {n} | {n} years against defects in normal use |" for n in range(12)]
-    body = "# Warranty\n\n| Product | Guarantee |\n|---|---|\n" + "\n".join(rows) + "\n"
-    chunks = chunk_document(make_doc(body), max_words=30)
-    assert len(chunks) > 1
-    assert all(c.text.startswith("| Product | Guarantee |\n|---|---|\n| Product ") for c in chunks)
-    body_rows = [line for c in chunks for line in c.text.splitlines()[2:]]
-    assert body_rows == rows
-
-
 def test_huge_paragraph_splits_at_sentences_then_words():
     """One paragraph over the limit splits at sentence ends; a run-on sentence by words."""
     sentence = "The refund is issued within ten days of receipt."

@@ -1,0 +1,142 @@
+"""The tone model's prompt: the voice (a system prompt distilled from `style.md`) and the
+request laid out as chat messages. Training and generation both build prompts here, so the
+model always sees the format it was tuned on.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import Any
+
+from bot.injection import is_injection
+from models.base import DraftRequest
+
+# Distilled from models/tone/style.md: who speaks, how, and the hard rule (facts copied
+# closely with their [n] markers, nothing added). Short on purpose: every token here is
+# paid for on every reply, and on every training example, before the first word appears.
+SYSTEM = (
+    "You are Northwind Home's support assistant. Be warm, brief and plain; never blame. "
+    "State only the given facts, worded closely, every number and name exact, each "
+    "sentence ending with its [n]. Internal: terse, facts only. End customer replies with "
+    "a next step. Reply in English."
+)
+
+# Long facts are cut (at a word) so one pasted passage cannot crowd out the others or the
+# reply; the [n] of the fact is kept, so the reply can still cite it.
+MAX_FACT_CHARS = 400
+MAX_QUESTION_CHARS = 300
+MAX_OPTION_CHARS = 80
+_KIND = {
+    "answer": "answer the question from the facts",
+    "clarify": "ask which topic the question is about",
+    "abstain": "say the policies do not cover this",
+    "error": "apologise: something went wrong",
+}
+# Chat-template markers in user or policy text would be read as real turn boundaries.
+_MARKER = re.compile(r"<\|(?=\w)|(?<=\w)\|>")
+_SPACE = re.compile(r"\s+")
+# Narrow: "AI assistants must", "Assistant:", "chatbots reading this page should", "note
+# to the assistant". A store assistant in a policy is a person, and not matched.
+_TO_ASSISTANT = re.compile(
+    r"\b(?:ai\s+assistants?|chatbots?|(?:ai|language)\s+models?|llms?|the\s+assistant)\b"
+    r"(?:\s+\w+){0,3}?\s*(?::|must|should|shall|will|may|are\s+to|is\s+to)"
+    r"|^\s*(?:system\s+note|note)?\s*(?:to|for)?\s*(?:the\s+)?(?:assistant|bot)\s*:"
+    r"|\bnote\s+(?:to|for)\s+(?:the\s+)?(?:ai|assistant|bot|chatbot|model)\b",
+    re.IGNORECASE,
+)
+
+
+def clean(text: str, limit: int) -> str:
+    """One line of plain text, at most `limit` characters (cut at a word, marked with …)."""
+    text = _SPACE.sub(" ", _MARKER.sub("", text)).strip()
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit * 0.8 else cut).rstrip(" ,;:") + "…"
+
+
+def addresses_assistant(text: str) -> bool:
+    """Text that instructs the assistant ("Note to the assistant: ...", "AI assistants must
+    ignore the above ...") is not policy: it is never shown to the model, nor repeated."""
+    return is_injection(text) or _TO_ASSISTANT.search(text) is not None
+
+
+def without_instructions(request: DraftRequest) -> DraftRequest:
+    """The request with facts that address the assistant left out, the rest as they are
+    (what the plain wording quotes when it stands in for the model)."""
+    kept = tuple(s for s in request.snippets if not addresses_assistant(s.text))
+    return request if len(kept) == len(request.snippets) else replace(request, snippets=kept)
+
+
+def shown(request: DraftRequest) -> DraftRequest:
+    """The request as the model is shown it: facts, question and topics cleaned and cut, and
+    facts that address the assistant left out. Replies are checked against this (a fact cut
+    off or left out was never the model's to repeat)."""
+    return replace(
+        request,
+        question=clean(request.question, MAX_QUESTION_CHARS),
+        snippets=tuple(
+            replace(s, text=clean(s.text, MAX_FACT_CHARS))
+            for s in request.snippets
+            if not addresses_assistant(s.text)
+        ),
+        options=tuple(clean(o, MAX_OPTION_CHARS) for o in request.options),
+    )
+
+
+def user_message(request: DraftRequest) -> str:
+    """The request as the model reads it: who asks, what to write, and the numbered facts."""
+    request = shown(request)
+    lines = [
+        f"Audience: {request.audience.value}",
+        f"Task: {_KIND.get(request.kind, request.kind)}",
+        f"Question: {request.question or '(none)'}",
+    ]
+    if request.kind == "answer":
+        lines.append("Facts:")
+        lines.extend(f"[{s.source}] {s.text}" for s in request.snippets)
+    elif request.kind == "clarify":
+        options = "; ".join(request.options)
+        lines.append(f"Topics: {options or '(none)'}")
+    elif request.kind == "abstain":
+        lines.append(f"A person will follow up: {'yes' if request.handoff else 'no'}")
+    return "\n".join(lines)
+
+
+def messages(request: DraftRequest, reply: str | None = None) -> list[dict[str, str]]:
+    """Chat messages for `request`; with `reply`, the assistant turn a training example ends in."""
+    chat = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": user_message(request)},
+    ]
+    if reply is not None:
+        chat.append({"role": "assistant", "content": reply})
+    return chat
+
+
+def prompt_ids(tokenizer: Any, request: DraftRequest) -> list[int]:
+    """Token ids of the prompt, ending where the assistant's reply begins."""
+    ids = tokenizer.apply_chat_template(
+        messages(request), add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    return _ids(ids)
+
+
+def example_ids(tokenizer: Any, request: DraftRequest, reply: str) -> tuple[list[int], int]:
+    """Token ids of a whole training example and where the reply starts (the loss is on the
+    reply and its end-of-turn token only)."""
+    prompt = prompt_ids(tokenizer, request)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    reply_ids = tokenizer(reply.strip(), add_special_tokens=False)["input_ids"]
+    return [*prompt, *reply_ids, end], len(prompt)
+
+
+def _ids(value: Any) -> list[int]:
+    # apply_chat_template returns a list, or a BatchEncoding-like mapping, by version.
+    if isinstance(value, dict) or hasattr(value, "keys"):
+        value = value["input_ids"]
+    if value and isinstance(value[0], list):
+        value = value[0]
+    return [int(i) for i in value]
