@@ -34,6 +34,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/retrieval.py --corpus ../shared/eval/mtrag_cloud/corpus.jsonl --queries ../shared/eval/mtrag_cloud/queries.jsonl
 	$(BIN)/python bench/answers.py --corpus ../shared/eval/dstc9_faq/corpus.jsonl --queries ../shared/eval/dstc9_faq/queries.jsonl
 	$(BIN)/python bench/answers.py --corpus ../shared/eval/mtrag_cloud/corpus.jsonl --queries ../shared/eval/mtrag_cloud/queries.jsonl --calibrate
+	$(BIN)/python bench/audit.py
+	$(BIN)/python bench/slack_load.py
+	$(BIN)/python bench/tone.py
 
 clean:
 	rm -rf $(VENV) .supportbot .mypy_cache .pytest_cache .ruff_cache

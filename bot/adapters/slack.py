@@ -282,7 +282,21 @@ class SlackAdapter:
 
             token = self.settings.slack_app_token
             assert token is not None  # checked by bot.server before building the adapter
-            self._socket = AsyncSocketModeHandler(self.app, token.get_secret_value())
+            app_token = token.get_secret_value()
+            # The first URL is asked for here, not by slack_sdk: its connect() retries a
+            # refused token forever, so a wrong xapp- token would leave the server
+            # "starting" for good; here it fails start-up with Slack's error code.
+            try:
+                opened = await self._api(
+                    "apps.connections.open", self.client.apps_connections_open(app_token=app_token)
+                )
+            except SlackCallError as exc:
+                raise SlackCallError(
+                    f"{exc} (SUPPORTBOT_SLACK_APP_TOKEN must be an app-level xapp- token "
+                    "with connections:write)"
+                ) from exc
+            self._socket = AsyncSocketModeHandler(self.app, app_token)
+            self._socket.client.wss_uri = str(opened["url"])
             await self._socket.connect_async()
 
     async def stop_receiving(self) -> None:

@@ -263,7 +263,12 @@ class _Run:
             return False
         try:
             state = torch.load(self.checkpoint, weights_only=False)
-            set_peft_model_state_dict(self.model, state["adapter"])
+            loaded = set_peft_model_state_dict(self.model, state["adapter"])
+            stray = [k for k in loaded.unexpected_keys if "lora_" in k]
+            if stray:
+                # peft skips weights it has no place for; resuming without them would
+                # silently restart the adapter from zero.
+                raise ValueError(f"it holds LoRA weights this model lacks ({stray[0]})")
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["rng"])

@@ -64,9 +64,11 @@ def running_server(
     *,
     wait_ready: bool = True,
     ready_timeout: float = 60.0,
+    socket_mode: bool = False,
 ) -> Iterator[ServerHandle]:
     """The real server on 127.0.0.1, port 0, in a thread; ready (models warm, Slack's
-    auth.test answered) before the block runs unless `wait_ready=False`."""
+    auth.test answered and, with `socket_mode`, the Socket Mode connection open) before the
+    block runs unless `wait_ready=False`."""
     settings = settings.model_copy(update={"host": "127.0.0.1", "port": 0})
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="test-bot-server", daemon=True)
@@ -74,7 +76,7 @@ def running_server(
     handle: ServerHandle | None = None
     try:
         started: Future[RunningServer] = asyncio.run_coroutine_threadsafe(
-            start_server(settings, orchestrator), loop
+            start_server(settings, orchestrator, socket_mode=socket_mode), loop
         )
         handle = ServerHandle(started.result(30), loop)
         if wait_ready:

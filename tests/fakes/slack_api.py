@@ -22,10 +22,21 @@ they expect with `wait_for`, and script failures with `rate_limit_next`, `rate_l
 
 Messages sent to a `response_url` (slash commands, interactions) are recorded as calls of
 the pseudo-method `response_url`.
+
+Socket Mode: `apps.connections.open` (app-level `xapp-` token only) hands out a one-time
+`ws://127.0.0.1:<port>/link/?ticket=...` URL served by a small aiohttp websocket server
+(its own thread and loop, started on the first call). Each connection gets Slack's `hello`;
+tests push envelopes (`push`, or `SocketModeSender` for events, clicks and commands), and
+every message the app sends back is recorded (`acks`, `wait_ack`):
+
+    sender = SocketModeSender(slack)
+    msg, envelope, envelope_id = sender.mention("C1", "how do refunds work?")
+    ack = slack.wait_ack(envelope_id)
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -45,10 +56,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from aiohttp import WSCloseCode, WSMsgType, web
+
 T = TypeVar("T")
 
 API_PREFIX = "/api/"
 RESPONSE_PREFIX = "/response/"
+SOCKET_PATH = "/link/"
+# Methods Slack accepts only with an app-level token (xapp-...), and refuses bot tokens for.
+APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
 
 # Block Kit limits Slack enforces (api.slack.com/reference/block-kit); a message past them
 # is refused with `invalid_blocks`, so an adapter that sends a huge answer must cut it.
@@ -126,11 +142,13 @@ class FakeSlackAPI:
         self,
         bot_token: str = "xoxb-fake-token",
         *,
+        app_token: str = "xapp-1-A0SUPPORT-1-fake-app-token",
         workspace: Workspace | None = None,
     ) -> None:
         """Calls without `Authorization: Bearer <bot_token>` (or a `token` field) get
-        `invalid_auth`, as from Slack."""
+        `invalid_auth`, as from Slack; `apps.connections.open` wants `app_token` instead."""
         self.bot_token = bot_token
+        self.app_token = app_token
         self.workspace = workspace or Workspace()
         self._lock = threading.Lock()
         self._calls: list[Call] = []
@@ -146,6 +164,12 @@ class FakeSlackAPI:
         self._base_ts = int(time.time())
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
+        # Socket Mode: one-time tickets handed out, connections, what the app sent back.
+        self._socket: _SocketServer | None = None
+        self._socket_start = threading.Lock()
+        self._tickets: set[str] = set()
+        self._connections: list[SocketConnection] = []
+        self._socket_in: list[dict[str, Any]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -166,6 +190,10 @@ class FakeSlackAPI:
         return self
 
     def stop(self) -> None:
+        with self._socket_start:
+            socket, self._socket = self._socket, None
+        if socket is not None:
+            socket.stop()
         if self._httpd is None:
             return
         self._httpd.shutdown()
@@ -201,7 +229,7 @@ class FakeSlackAPI:
         return f"{self.url}{RESPONSE_PREFIX}{uuid.uuid4().hex}"
 
     def reset(self) -> None:
-        """Forget calls, messages, channels and scripted failures."""
+        """Forget calls, messages, channels, scripted failures and Socket Mode messages."""
         with self._lock:
             self._calls.clear()
             self._channels.clear()
@@ -210,6 +238,7 @@ class FakeSlackAPI:
             self._ephemeral.clear()
             self._script.clear()
             self._share = None
+            self._socket_in.clear()
 
     # -- seeding the workspace -------------------------------------------------------------
 
@@ -371,6 +400,105 @@ class FakeSlackAPI:
                 )
             time.sleep(0.02)
 
+    # -- Socket Mode: Slack's side of the app's websocket -----------------------------------
+
+    def _socket_server(self) -> _SocketServer:
+        """The websocket server, started on first use (most tests never need it)."""
+        with self._socket_start:
+            if self._socket is None:
+                self._socket = _SocketServer(self).start()
+            return self._socket
+
+    def connections(self) -> list[SocketConnection]:
+        """Every Socket Mode connection the app opened, oldest first."""
+        with self._lock:
+            return list(self._connections)
+
+    def wait_connected(self, timeout: float = 15.0) -> SocketConnection:
+        """The app's newest open Socket Mode connection, once it has one."""
+        return self.wait_for(
+            lambda: next((c for c in reversed(self.connections()) if c.is_open), None),
+            timeout=timeout,
+            what="a Socket Mode connection",
+        )
+
+    def push(
+        self,
+        kind: str,
+        payload: Mapping[str, Any],
+        *,
+        envelope_id: str | None = None,
+        accepts_response_payload: bool = False,
+        retry_attempt: int | None = None,
+        retry_reason: str | None = None,
+    ) -> str:
+        """Send one envelope (`events_api`, `interactive`, `slash_commands`) over the
+        app's newest connection, as Slack does; returns its envelope id."""
+        envelope: dict[str, Any] = {
+            "envelope_id": envelope_id or str(uuid.uuid4()),
+            "payload": dict(payload),
+            "type": kind,
+            "accepts_response_payload": accepts_response_payload,
+        }
+        if retry_attempt is not None:
+            envelope["retry_attempt"] = retry_attempt
+            envelope["retry_reason"] = retry_reason or "timeout"
+        self.send_socket(envelope)
+        return str(envelope["envelope_id"])
+
+    def send_socket(self, message: Mapping[str, Any]) -> None:
+        """Send any message (say, `{"type": "disconnect", ...}`) over the newest connection."""
+        connection = self.wait_connected(timeout=5.0)
+        socket = self._socket
+        if socket is None:
+            raise RuntimeError("the Socket Mode server is not running")
+        socket.send(connection, json.dumps(message))
+
+    def disconnect_socket(self, reason: str = "refresh_requested") -> None:
+        """Slack asks the app to reconnect (it then opens a new URL and connection)."""
+        self.send_socket({"type": "disconnect", "reason": reason, "debug_info": {"host": "fake"}})
+
+    def socket_received(self) -> list[dict[str, Any]]:
+        """Every message the app sent over Socket Mode, oldest first."""
+        with self._lock:
+            return [dict(m) for m in self._socket_in]
+
+    def acks(self, envelope_id: str | None = None) -> list[dict[str, Any]]:
+        """Acknowledgements the app sent (of one envelope, if given), oldest first."""
+        return [
+            m
+            for m in self.socket_received()
+            if "envelope_id" in m and envelope_id in (None, m["envelope_id"])
+        ]
+
+    def wait_ack(self, envelope_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The app's acknowledgement of an envelope (Slack redelivers after 3 s without)."""
+        found = self.wait_for(
+            lambda: self.acks(envelope_id), timeout=timeout, what=f"an ack of {envelope_id}"
+        )
+        return found[0]
+
+    def _take_ticket(self, ticket: str) -> bool:
+        with self._lock:
+            if ticket not in self._tickets:
+                return False
+            self._tickets.discard(ticket)
+            return True
+
+    def _opened(self, connection: SocketConnection) -> None:
+        with self._lock:
+            self._connections.append(connection)
+
+    def _socket_message(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            message = {"unparsed": text}
+        if not isinstance(message, dict):
+            message = {"unparsed": text}
+        with self._lock:
+            self._socket_in.append(message)
+
     # -- serving (called from handler threads) ---------------------------------------------
 
     def _handle(
@@ -389,10 +517,12 @@ class FakeSlackAPI:
         token = auth[len("Bearer ") :] if auth.startswith("Bearer ") else args.pop("token", None)
         args.pop("token", None)
 
+        if method in APP_TOKEN_METHODS:
+            self._socket_server()  # started outside the lock: binding takes a moment
         with self._lock:
             scripted = self._take_scripted(method)
-            if scripted is None and token != self.bot_token:
-                scripted = _Scripted(200, "not_authed" if not token else "invalid_auth")
+            if scripted is None:
+                scripted = self._auth_problem(method, token)
             if scripted is not None:
                 body_json: dict[str, Any] = {"ok": False, "error": scripted.error}
                 extra = {}
@@ -437,6 +567,17 @@ class FakeSlackAPI:
                 Call(path, {}, time.monotonic(), verb, None, status, False, error, answer)
             )
         return _json(status, answer)
+
+    def _auth_problem(self, method: str, token: str | None) -> _Scripted | None:
+        """Slack's answer to a call with a missing, wrong or wrong-kind token, or None."""
+        wanted = self.app_token if method in APP_TOKEN_METHODS else self.bot_token
+        if token == wanted:
+            return None
+        if not token:
+            return _Scripted(200, "not_authed")
+        if token in (self.app_token, self.bot_token):
+            return _Scripted(200, "not_allowed_token_type")
+        return _Scripted(200, "invalid_auth")
 
     def _take_scripted(self, method: str) -> _Scripted | None:
         for i, (only, scripted) in enumerate(self._script):
@@ -595,6 +736,16 @@ class FakeSlackAPI:
             return {"ok": False, "error": "invalid_arguments"}
         return {"ok": True}
 
+    def _connections_open(self, _: dict[str, Any]) -> dict[str, Any]:
+        """A one-time websocket URL (Slack's is wss://wss-primary.slack.com/link/?ticket=...)."""
+        socket = self._socket
+        if socket is None:  # stopped meanwhile
+            return {"ok": False, "error": "internal_error"}
+        ticket = uuid.uuid4().hex
+        self._tickets.add(ticket)
+        query = urlencode({"ticket": ticket, "app_id": self.workspace.api_app_id})
+        return {"ok": True, "url": f"ws://127.0.0.1:{socket.port}{SOCKET_PATH}?{query}"}
+
     # -- response_url ----------------------------------------------------------------------
 
     def _response_url(
@@ -633,6 +784,7 @@ _METHODS: dict[str, Callable[[FakeSlackAPI, dict[str, Any]], dict[str, Any]]] = 
     "assistant.threads.setStatus": FakeSlackAPI._assistant,
     "assistant.threads.setSuggestedPrompts": FakeSlackAPI._assistant,
     "assistant.threads.setTitle": FakeSlackAPI._assistant,
+    "apps.connections.open": FakeSlackAPI._connections_open,
 }
 
 
@@ -755,6 +907,98 @@ def _content_problem(args: Mapping[str, Any]) -> dict[str, Any] | None:
                 "response_metadata": {"messages": [f"[ERROR] {p}" for p in problems]},
             }
     return None
+
+
+@dataclass(eq=False)
+class SocketConnection:
+    """One Socket Mode websocket the app opened to the fake."""
+
+    id: int
+    ws: web.WebSocketResponse
+    opened_at: float
+    closed_at: float | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None and not self.ws.closed
+
+
+class _SocketServer:
+    """Slack's Socket Mode endpoint: an aiohttp websocket server on 127.0.0.1 in a thread
+    with its own event loop (the Web API fake is http.server, which cannot upgrade)."""
+
+    def __init__(self, fake: FakeSlackAPI) -> None:
+        self.fake = fake
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="fake-slack-socket", daemon=True
+        )
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+        self._ids = itertools.count(1)
+        self._open: set[SocketConnection] = set()
+
+    def start(self) -> _SocketServer:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
+        return self
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get(SOCKET_PATH, self._link)
+        self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = int(self.runner.addresses[0][1])
+
+    def send(self, connection: SocketConnection, text: str) -> None:
+        asyncio.run_coroutine_threadsafe(connection.ws.send_str(text), self.loop).result(5)
+
+    def stop(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=5)
+        self.loop.close()
+
+    async def _stop(self) -> None:
+        for connection in list(self._open):
+            await connection.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def _link(self, request: web.Request) -> web.StreamResponse:
+        if not self.fake._take_ticket(request.query.get("ticket", "")):
+            # A URL is good for one connection; Slack refuses the upgrade otherwise.
+            return web.Response(status=401, text="invalid or used ticket")
+        # autoping: the server answers the client's pings (slack_sdk sends them to keep
+        # the connection and to notice a stale one).
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        connection = SocketConnection(next(self._ids), ws, time.monotonic())
+        self._open.add(connection)
+        self.fake._opened(connection)
+        try:
+            await ws.send_json(
+                {
+                    "type": "hello",
+                    "num_connections": len(self._open),
+                    "debug_info": {
+                        "host": "fake-slack-socket",
+                        "build_number": 1,
+                        "approximate_connection_time": 18060,
+                    },
+                    "connection_info": {"app_id": self.fake.workspace.api_app_id},
+                }
+            )
+            async for message in ws:
+                if message.type == WSMsgType.TEXT:
+                    self.fake._socket_message(str(message.data))
+        finally:
+            connection.closed_at = time.monotonic()
+            self._open.discard(connection)
+        return ws
 
 
 class _Server(ThreadingHTTPServer):
@@ -932,22 +1176,44 @@ def slash_command(
 ) -> str:
     """The form-encoded body Slack POSTs for a slash command."""
     return urlencode(
-        {
-            "token": workspace.verification_token,
-            "team_id": workspace.team_id,
-            "team_domain": workspace.team_domain,
-            "channel_id": channel,
-            "channel_name": channel_name,
-            "user_id": user,
-            "user_name": user.lower(),
-            "command": command,
-            "text": text,
-            "api_app_id": workspace.api_app_id,
-            "is_enterprise_install": "false",
-            "response_url": response_url,
-            "trigger_id": f"{int(time.time())}.1.{uuid.uuid4().hex[:16]}",
-        }
+        slash_command_fields(
+            workspace,
+            channel=channel,
+            user=user,
+            text=text,
+            response_url=response_url,
+            command=command,
+            channel_name=channel_name,
+        )
     )
+
+
+def slash_command_fields(
+    workspace: Workspace,
+    *,
+    channel: str,
+    user: str,
+    text: str,
+    response_url: str,
+    command: str = "/ask",
+    channel_name: str = "support",
+) -> dict[str, str]:
+    """A slash command's fields (form-encoded over HTTP, a JSON payload in Socket Mode)."""
+    return {
+        "token": workspace.verification_token,
+        "team_id": workspace.team_id,
+        "team_domain": workspace.team_domain,
+        "channel_id": channel,
+        "channel_name": channel_name,
+        "user_id": user,
+        "user_name": user.lower(),
+        "command": command,
+        "text": text,
+        "api_app_id": workspace.api_app_id,
+        "is_enterprise_install": "false",
+        "response_url": response_url,
+        "trigger_id": f"{int(time.time())}.1.{uuid.uuid4().hex[:16]}",
+    }
 
 
 def find_button(blocks: Sequence[Mapping[str, Any]], label: str) -> tuple[str, dict[str, Any]]:
@@ -992,6 +1258,29 @@ def block_actions(
 ) -> str:
     """The form-encoded `payload=` body Slack POSTs when `user` clicks button `label` of
     `message` (as the fake recorded it, so the action carries the bot's own ids)."""
+    payload = block_actions_payload(
+        workspace,
+        message=message,
+        channel=channel,
+        user=user,
+        label=label,
+        response_url=response_url,
+        is_ephemeral=is_ephemeral,
+    )
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def block_actions_payload(
+    workspace: Workspace,
+    *,
+    message: Mapping[str, Any],
+    channel: str,
+    user: str,
+    label: str,
+    response_url: str,
+    is_ephemeral: bool = False,
+) -> dict[str, Any]:
+    """The `block_actions` payload of a click on button `label` of `message`."""
     block_id, element = find_button(message.get("blocks", []), label)
     action = {
         "action_id": element.get("action_id", ""),
@@ -1035,7 +1324,7 @@ def block_actions(
     }
     if is_ephemeral:
         payload.pop("message")
-    return urlencode({"payload": json.dumps(payload)})
+    return payload
 
 
 def interaction_body(payload: Mapping[str, Any]) -> str:
@@ -1165,6 +1454,72 @@ class SlackSender:
             is_ephemeral=is_ephemeral,
         )
         return response_url, self.post(body, content_type="application/x-www-form-urlencoded")
+
+
+class SocketModeSender:
+    """Slack's side of a Socket Mode connection: events, clicks and commands pushed as
+    envelopes over the app's websocket (no signatures: the connection is authenticated).
+    Methods return envelope ids; `fake.wait_ack(envelope_id)` has the app's answer."""
+
+    def __init__(self, fake: FakeSlackAPI) -> None:
+        self.fake = fake
+
+    def deliver(self, envelope: Mapping[str, Any], *, retry_attempt: int | None = None) -> str:
+        """Push an Events API envelope (a redelivery carries `retry_attempt`)."""
+        return self.fake.push("events_api", envelope, retry_attempt=retry_attempt)
+
+    def mention(
+        self,
+        channel: str,
+        question: str,
+        *,
+        user: str = "U0CUSTOMER",
+        thread_ts: str | None = None,
+    ) -> tuple[dict[str, Any], dict[str, Any], str]:
+        """A person mentions the bot: (message, Events API envelope, envelope id)."""
+        msg = self.fake.user_message(
+            channel, f"{self.fake.workspace.mention} {question}", user=user, thread_ts=thread_ts
+        )
+        envelope = event_callback(app_mention(msg), self.fake.workspace)
+        return msg, envelope, self.deliver(envelope)
+
+    def click(
+        self,
+        message: Mapping[str, Any],
+        label: str,
+        *,
+        channel: str,
+        user: str = "U0CUSTOMER",
+        is_ephemeral: bool = False,
+    ) -> tuple[str, str]:
+        """A person clicks button `label` of a message: (its response_url, envelope id)."""
+        response_url = self.fake.new_response_url()
+        payload = block_actions_payload(
+            self.fake.workspace,
+            message=message,
+            channel=channel,
+            user=user,
+            label=label,
+            response_url=response_url,
+            is_ephemeral=is_ephemeral,
+        )
+        return response_url, self.fake.push("interactive", payload)
+
+    def command(
+        self, channel: str, text: str, *, user: str = "U0AGENT", command: str = "/ask"
+    ) -> tuple[str, str]:
+        """A slash command: (its response_url, envelope id). Slack lets the ack carry the
+        immediate response (`accepts_response_payload`)."""
+        response_url = self.fake.new_response_url()
+        fields = slash_command_fields(
+            self.fake.workspace,
+            channel=channel,
+            user=user,
+            text=text,
+            response_url=response_url,
+            command=command,
+        )
+        return response_url, self.fake.push("slash_commands", fields, accepts_response_payload=True)
 
 
 # --- Reading what the app did: its Slack messages and its audit records ---------------

@@ -32,7 +32,7 @@ REQUEST = DraftRequest("answer", "How do returns work?", Audience.CUSTOMER, snip
 PLAIN = TemplateGenerator()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def server():
     with FakeCohereServer(api_key=KEY) as fake:
         yield fake
@@ -40,10 +40,11 @@ def server():
 
 @pytest.fixture
 def cohere(server):
-    server.reset()
-    return CohereChatGenerator(
+    generator = CohereChatGenerator(
         KEY, model="command-r-test", base_url=server.base_url, timeout_s=2.0, max_retries=0
     )
+    yield generator
+    generator.close()
 
 
 def test_answers_are_grounded_in_documents_and_cited_with_our_numbers(cohere, server, embedder):
@@ -115,7 +116,6 @@ def test_failures_give_the_plain_wording_and_say_why(cohere, server, script, rea
 
 def test_a_wrong_key_is_a_401_and_the_plain_wording(server):
     """The fake checks the key as Cohere does."""
-    server.reset()
     generator = CohereChatGenerator("wrong", base_url=server.base_url, timeout_s=2.0, max_retries=0)
     draft = generator.write(REQUEST)
     generator.close()

@@ -1,0 +1,173 @@
+"""Tone model benchmark: conversion, load, generation speed, memory, quality on held-out.
+
+    nice .venv/bin/python bench/tone.py                # everything but training (~10 min)
+    nice .venv/bin/python bench/tone.py --limit 12     # quality on the first 12 held-out
+    nice .venv/bin/python bench/tone.py --train        # also time a full training run
+
+Every figure comes with its baseline from the same run: the tuned adapter next to the
+untuned base and the plain wording (template); float32 next to bfloat16. The conversion
+runs in a child process (its ~1 GB peak would otherwise hide the serving process's peak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models.tone.base_model import SMOLLM2, resolve_base  # noqa: E402
+from models.tone.data import HELDOUT_FILE, TRAIN_FILE, load_examples  # noqa: E402
+from models.tone.evaluate import (  # noqa: E402
+    evaluate_generator,
+    evaluate_references,
+    evaluate_template,
+    table,
+)
+from models.tone.generator import ToneGenerator  # noqa: E402
+
+ADAPTER = Path(__file__).resolve().parents[1] / "models" / "tone" / "adapter"
+
+
+def convert(cache: Path) -> float:
+    """Seconds to convert the GGUF into a checkpoint, in a fresh process."""
+    code = (
+        "import sys, time; from pathlib import Path; "
+        "from models.tone.base_model import resolve_base; t = time.perf_counter(); "
+        f"resolve_base('{SMOLLM2}', Path(sys.argv[1])); print(time.perf_counter() - t)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(cache)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def load_times(cache: Path, adapter: Path | None, runs: int = 3) -> list[float]:
+    times = []
+    for _ in range(runs):
+        generator = ToneGenerator(SMOLLM2, cache, adapter)
+        started = time.perf_counter()
+        generator.warm_up()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def dtype_speed(generator: ToneGenerator, requests: list, dtype: str) -> tuple[float, float]:
+    """Tokens/s and median first-token ms for greedy replies in `dtype`."""
+    import torch
+
+    model = generator.model
+    model.to(getattr(torch, dtype))
+    tokens, seconds, first = 0, 0.0, []
+    for request in requests:
+        result = generator.generate(request)
+        tokens += result.tokens
+        seconds += result.seconds
+        if result.first_token_s is not None:
+            first.append(result.first_token_s)
+    model.to(torch.float32)
+    return tokens / seconds, 1000 * statistics.median(first)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, help="only the first N held-out examples")
+    parser.add_argument("--train", action="store_true", help="also time a full training run")
+    parser.add_argument("--no-verify", action="store_true", help="skip verification")
+    parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(2)
+    figures: dict[str, object] = {
+        "cpu_count": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+    }
+    with tempfile.TemporaryDirectory(prefix="bench-tone-") as tmp:
+        cache = Path(tmp) / "models"
+        figures["conversion_s"] = round(convert(cache), 1)
+        print(f"conversion (GGUF -> checkpoint, once): {figures['conversion_s']} s")
+        base_loads = load_times(cache, None)
+        tuned_loads = load_times(cache, ADAPTER)
+        figures["load_s_untuned"] = round(statistics.median(base_loads), 2)
+        figures["load_s_tuned"] = round(statistics.median(tuned_loads), 2)
+        print(
+            f"load after conversion (median of 3): untuned {figures['load_s_untuned']} s, "
+            f"tuned (base + merging the adapter) {figures['load_s_tuned']} s"
+        )
+
+        examples = load_examples(HELDOUT_FILE)[: args.limit]
+        embedder = None
+        if not args.no_verify:
+            from retrieval.embedding import MiniLMEmbedder
+
+            embedder = MiniLMEmbedder(Path(tmp) / "models")
+            embedder.warm_up()
+        tuned = ToneGenerator(SMOLLM2, cache, ADAPTER, time_budget_s=60.0)
+        untuned = ToneGenerator(SMOLLM2, cache, None, time_budget_s=60.0)
+        results = {
+            "tuned": evaluate_generator(tuned, examples, embedder),
+            "untuned": evaluate_generator(untuned, examples, embedder),
+            "template": evaluate_template(examples, embedder),
+        }
+        references = evaluate_references(examples, embedder)
+        print(f"\nheld-out examples: {len(examples)}")
+        print(table(results))
+        print(f"references (held-out replies as written): {references}")
+        figures["quality"] = results
+        figures["references"] = references
+
+        answers = [e.request for e in examples if e.request.kind == "answer"][:6]
+        fp32 = dtype_speed(tuned, answers, "float32")
+        bf16 = dtype_speed(tuned, answers, "bfloat16")
+        figures["float32"] = {"tokens_per_s": round(fp32[0], 1), "first_token_ms": round(fp32[1])}
+        figures["bfloat16"] = {"tokens_per_s": round(bf16[0], 1), "first_token_ms": round(bf16[1])}
+        print(
+            f"\nfloat32: {fp32[0]:.1f} tokens/s, first token {fp32[1]:.0f} ms; "
+            f"bfloat16: {bf16[0]:.1f} tokens/s, first token {bf16[1]:.0f} ms "
+            f"({len(answers)} answers)"
+        )
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        figures["peak_rss_mb_serving"] = round(peak_mb)
+        print(
+            f"peak memory of this process (two models loaded, embedder, generation): "
+            f"{peak_mb:.0f} MB"
+        )
+
+        if args.train:
+            from models.tone.train import TrainConfig, train
+
+            started = time.perf_counter()
+            train(
+                resolve_base(SMOLLM2, cache),
+                TRAIN_FILE,
+                heldout_file=HELDOUT_FILE,
+                out_dir=Path(tmp) / "adapter",
+                work_dir=Path(tmp) / "work",
+                config=TrainConfig(),
+                progress=sys.stderr.isatty(),
+            )
+            figures["training_s"] = round(time.perf_counter() - started)
+            print(f"training on the full data (2 threads): {figures['training_s']} s")
+    figures["load_average_at_end"] = os.getloadavg()
+    print(f"load average at start {figures['load_average_at_start']}, end {figures['load_average_at_end']}")
+    if args.json:
+        print(json.dumps(figures, default=str))
+
+
+if __name__ == "__main__":
+    main()
