@@ -24,15 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.tone.base_model import SMOLLM2, resolve_base  # noqa: E402
-from models.tone.data import HELDOUT_FILE, TRAIN_FILE, load_examples  # noqa: E402
-from models.tone.evaluate import (  # noqa: E402
+from models.tone.base_model import SMOLLM2, resolve_base
+from models.tone.data import HELDOUT_FILE, TRAIN_FILE, load_examples
+from models.tone.evaluate import (
     evaluate_generator,
     evaluate_references,
     evaluate_template,
     table,
 )
-from models.tone.generator import ToneGenerator  # noqa: E402
+from models.tone.generator import ToneGenerator
 
 ADAPTER = Path(__file__).resolve().parents[1] / "models" / "tone" / "adapter"
 
@@ -80,6 +80,34 @@ def dtype_speed(generator: ToneGenerator, requests: list, dtype: str) -> tuple[f
             first.append(result.first_token_s)
     model.to(torch.float32)
     return tokens / seconds, 1000 * statistics.median(first)
+
+
+def compare_dtypes(generator: ToneGenerator, requests: list) -> dict[str, object]:
+    """float32 (what runs) against bfloat16 on the same answers, same process."""
+    answers = [r for r in requests if r.kind == "answer"][:6]
+    out: dict[str, object] = {}
+    for dtype in ("float32", "bfloat16"):
+        speed, first = dtype_speed(generator, answers, dtype)
+        out[dtype] = {"tokens_per_s": round(speed, 1), "first_token_ms": round(first)}
+        print(f"{dtype}: {speed:.1f} tokens/s, first token {first:.0f} ms ({len(answers)} answers)")
+    return out
+
+
+def train_time(cache: Path, tmp: Path) -> float:
+    """Seconds for a full training run with the shipped hyper-parameters."""
+    from models.tone.train import TrainConfig, train
+
+    started = time.perf_counter()
+    train(
+        resolve_base(SMOLLM2, cache),
+        TRAIN_FILE,
+        heldout_file=HELDOUT_FILE,
+        out_dir=tmp / "adapter",
+        work_dir=tmp / "work",
+        config=TrainConfig(),
+        progress=sys.stderr.isatty(),
+    )
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -131,16 +159,7 @@ def main() -> None:
         figures["quality"] = results
         figures["references"] = references
 
-        answers = [e.request for e in examples if e.request.kind == "answer"][:6]
-        fp32 = dtype_speed(tuned, answers, "float32")
-        bf16 = dtype_speed(tuned, answers, "bfloat16")
-        figures["float32"] = {"tokens_per_s": round(fp32[0], 1), "first_token_ms": round(fp32[1])}
-        figures["bfloat16"] = {"tokens_per_s": round(bf16[0], 1), "first_token_ms": round(bf16[1])}
-        print(
-            f"\nfloat32: {fp32[0]:.1f} tokens/s, first token {fp32[1]:.0f} ms; "
-            f"bfloat16: {bf16[0]:.1f} tokens/s, first token {bf16[1]:.0f} ms "
-            f"({len(answers)} answers)"
-        )
+        figures.update(compare_dtypes(tuned, [e.request for e in examples]))
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         figures["peak_rss_mb_serving"] = round(peak_mb)
         print(
@@ -149,22 +168,13 @@ def main() -> None:
         )
 
         if args.train:
-            from models.tone.train import TrainConfig, train
-
-            started = time.perf_counter()
-            train(
-                resolve_base(SMOLLM2, cache),
-                TRAIN_FILE,
-                heldout_file=HELDOUT_FILE,
-                out_dir=Path(tmp) / "adapter",
-                work_dir=Path(tmp) / "work",
-                config=TrainConfig(),
-                progress=sys.stderr.isatty(),
-            )
-            figures["training_s"] = round(time.perf_counter() - started)
+            figures["training_s"] = round(train_time(cache, Path(tmp)))
             print(f"training on the full data (2 threads): {figures['training_s']} s")
     figures["load_average_at_end"] = os.getloadavg()
-    print(f"load average at start {figures['load_average_at_start']}, end {figures['load_average_at_end']}")
+    print(
+        f"load average at start {figures['load_average_at_start']}, "
+        f"end {figures['load_average_at_end']}"
+    )
     if args.json:
         print(json.dumps(figures, default=str))
 

@@ -5,6 +5,7 @@
     ├── InputError                   (bot.errors) a request the user has to fix (bad file)
     ├── AuditError                   (bot.errors) the audit trail cannot record or is damaged
     ├── SlackCallError               (bot.adapters.slack) a Slack API call failed after retries
+    ├── ToneModelError               (models.tone.errors) the tone model cannot load or train
     └── RetrievalError               (retrieval.errors)
         ├── DocumentError            a policy file that cannot be loaded (path + field)
         ├── EmbeddingError           the embedder could not load or run

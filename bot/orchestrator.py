@@ -164,7 +164,7 @@ def verify(
         return Verified(draft.text, Outcome(request.kind), (), None, action, request.handoff)
     verdict = verify_draft(draft.text, composed.passages, embedder, min_similarity=min_similarity)
     action = "sent as drafted"
-    if not verdict.all_supported and draft.generator != fallback.name:
+    if not verdict.all_supported and not draft.generator.startswith(fallback.name):
         plain = fallback.write(request)
         plain_verdict = verify_draft(
             plain.text, composed.passages, embedder, min_similarity=min_similarity

@@ -34,7 +34,7 @@ _KIND = {
     "error": "apologise: something went wrong",
 }
 # Chat-template markers in user or policy text would be read as real turn boundaries.
-_MARKER = re.compile(r"<\|(?=\w)|(?<=\w)\|>")
+_MARKER = re.compile(r"<\|[^<>|]{0,20}\|>|<\||\|>")
 _SPACE = re.compile(r"\s+")
 # Narrow: "AI assistants must", "Assistant:", "chatbots reading this page should", "note
 # to the assistant". A store assistant in a policy is a person, and not matched.

@@ -264,7 +264,7 @@ class _Run:
         try:
             state = torch.load(self.checkpoint, weights_only=False)
             loaded = set_peft_model_state_dict(self.model, state["adapter"])
-            stray = [k for k in loaded.unexpected_keys if "lora_" in k]
+            stray = [k for k in getattr(loaded, "unexpected_keys", []) if "lora_" in k]
             if stray:
                 # peft skips weights it has no place for; resuming without them would
                 # silently restart the adapter from zero.
@@ -330,19 +330,19 @@ def _steps(
     lengths = [len(ids) for ids, _ in encoded]
     end = run.total if stop_after is None else min(run.total, run.step + stop_after)
     run.model.train()
-    with (
-        tqdm(
-            total=run.total, initial=run.step, desc="training", unit="step", disable=not show
-        ) as bar,
-        only_layers(run.model, first, n_layers, final_norm=True),
-    ):
+    with tqdm(
+        total=run.total, initial=run.step, desc="training", unit="step", disable=not show
+    ) as bar:
         try:
             while run.step < end:
                 epoch, index = divmod(run.step, run.per_epoch)
                 picked = _batches(lengths, config, epoch)[index]
                 ids, mask, target = batcher([encoded[i] for i in picked])
                 batch_states = _pad_states([states[i] for i in picked], ids.shape[1])
-                loss, _ = reply_loss(run.model, ids, mask, target, batch_states)
+                # Only the forward pass runs on the upper layers alone: outside it the model
+                # has all its layers, so checkpoints name LoRA weights by their real layer.
+                with only_layers(run.model, first, n_layers, final_norm=True):
+                    loss, _ = reply_loss(run.model, ids, mask, target, batch_states)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(run.params, 1.0)
                 run.optimizer.step()
@@ -439,12 +439,12 @@ def train(
         "library_versions": _versions(),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    save_adapter(run.model, out_dir, manifest)
+    manifest = save_adapter(run.model, out_dir, manifest)
     say(f"adapter saved to {out_dir}")
     return TrainResult(manifest, run.total, resumed_from, seconds, skipped, run.losses)
 
 
-def save_adapter(peft_model: Any, out_dir: Path, manifest: dict[str, Any]) -> None:
+def save_adapter(peft_model: Any, out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Write adapter weights, config and manifest to a new folder, then swap it into place,
     so a reader never sees a manifest that does not match the weights beside it."""
     out_dir = out_dir.resolve()
@@ -464,6 +464,7 @@ def save_adapter(peft_model: Any, out_dir: Path, manifest: dict[str, Any]) -> No
         out_dir.rename(old)
     tmp.rename(out_dir)
     shutil.rmtree(old, ignore_errors=True)
+    return manifest
 
 
 def _versions() -> dict[str, str]:

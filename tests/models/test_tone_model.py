@@ -140,12 +140,15 @@ def test_prompt_numbers_facts_cuts_long_ones_and_leaves_out_instructions(tone_ba
     user = messages(request)[1]["content"]
     assert "[1] Refunds are paid within 5 working days." in user
     assert "£100" not in user
-    assert "<|im_" not in user
-    assert "[2] Home collection costs £4.95" in user
+    assert "im_end" not in user  # chat markers are removed, not just defused
+    assert "How fast is my refund?" in user
+    # A fact carrying chat-template markers reads as an injection: left out entirely.
+    assert "Home collection" not in user
     cut = shown(request).snippets[0].text
     assert len(cut) <= MAX_FACT_CHARS
     assert cut.endswith("…")
     _, tokenizer = load_base(tone_base)
     text = tokenizer.decode(prompt_ids(tokenizer, request))
     assert text.count("<|im_start|>") == 3  # system, user, and the assistant's turn
+    assert text.count("<|im_end|>") == 2
     assert text.endswith("<|im_start|>assistant\n")
