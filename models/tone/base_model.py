@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,15 @@ def convert_gguf(gguf: Path, target: Path, *, progress: bool = False) -> str:
 def load_base(checkpoint: BaseCheckpoint, *, threads: int | None = None) -> tuple[Any, Any]:
     """The model (fp32, eval mode) and tokenizer of a checkpoint folder."""
     offline()
+    # Loading prints progress bars and a transformers deprecation warning that peft
+    # triggers; neither is for the person reading a reply (the CLI's stderr, the logs).
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    warnings.filterwarnings(
+        "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+    )
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
