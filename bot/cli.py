@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from datetime import date
-from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import click
 
 from bot.audit.cli import audit
 from bot.demo import format_reply, play
-from bot.errors import InputError, SupportbotError
+from bot.errors import InputError, SupportbotError, friendly_errors
 from bot.factory import build_orchestrator, build_retriever, build_store, ingest_policies
 from bot.messages import Message
 from bot.orchestrator import Orchestrator
@@ -23,26 +21,6 @@ from bot.settings import Settings, load_settings
 from models.tone.cli import tone
 from retrieval.errors import StoreError
 from retrieval.types import Audience, Turn
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn expected errors into one line on stderr and an exit code; never a traceback."""
-
-    @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except SupportbotError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper
 
 
 def read_history(path: Path | None, text: tuple[str, ...]) -> list[Turn]:

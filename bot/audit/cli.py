@@ -13,39 +13,17 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
-from functools import wraps
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
-from bot.errors import InputError, SupportbotError
+from bot.errors import InputError, friendly_errors
 
 if TYPE_CHECKING:
     from bot.audit.index import AuditIndex, Query, Row
     from bot.audit.keys import AuditKey
     from bot.settings import Settings
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def friendly_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Expected errors become one line on stderr and exit code 2, never a traceback.
-    (bot.cli has the same decorator; importing it here would be an import cycle.)"""
-
-    @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except SupportbotError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper
 
 
 def _key(settings: Settings) -> AuditKey:

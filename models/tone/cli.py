@@ -3,39 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
 from dataclasses import replace
-from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from bot.errors import SupportbotError
+from bot.errors import friendly_errors_saying
 
 if TYPE_CHECKING:
     from bot.settings import Settings
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _friendly(func: Callable[P, R]) -> Callable[P, R]:
-    """Expected errors become one line on stderr and exit code 2, never a traceback."""
-
-    @wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return func(*args, **kwargs)
-        except SupportbotError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted (run the same command again to resume)", err=True)
-            sys.exit(130)
-
-    return wrapper
 
 
 @click.group()
@@ -62,7 +39,7 @@ _FILE = click.Path(path_type=Path, dir_okay=False)
 @click.option("--fresh", is_flag=True, help="Discard a checkpoint and start over.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.pass_obj
-@_friendly
+@friendly_errors_saying("interrupted (run the same command again to resume)")
 def train_command(
     settings: Settings,
     *,
@@ -128,7 +105,7 @@ def train_command(
 @click.option("--no-verify", is_flag=True, help="Skip verification (no embedder needed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @click.pass_obj
-@_friendly
+@friendly_errors_saying("interrupted (run the same command again to resume)")
 def eval_command(
     settings: Settings,
     *,
