@@ -80,20 +80,13 @@ class CohereChatGenerator:
         with self._lock:
             if self._client is not None:
                 return
-            import cohere
+            from retrieval.rerankers.cohere import open_client
 
-            # We own the HTTP client so close() can release its connections.
-            self._http = httpx.Client(timeout=self.timeout_s)
-            # base_url is always passed: the SDK's default comes from CO_API_URL, read from
-            # the environment at import, and Settings is our only config source.
-            self._client = cohere.ClientV2(
-                api_key=self._api_key,
-                base_url=self.base_url,
-                timeout=self.timeout_s,
+            self._http, self._client = open_client(
+                self._api_key,
+                self.base_url,
+                timeout_s=self.timeout_s,
                 max_retries=self.max_retries,
-                httpx_client=self._http,
-                client_name="supportbot",
-                log_warning_experimental_features=False,
             )
 
     def close(self) -> None:

@@ -37,6 +37,26 @@ _SDK_ERRORS = (
 )
 
 
+def open_client(
+    api_key: str, base_url: str | None, *, timeout_s: float, max_retries: int
+) -> tuple[httpx.Client, cohere.ClientV2]:
+    """A Cohere v2 client over an HTTP client we own, so `close()` can release its
+    connections without reaching into the SDK's private attributes."""
+    http = httpx.Client(timeout=timeout_s)
+    # base_url is always passed: the SDK's default for it is CO_API_URL, read from the
+    # environment when `cohere` is imported, and Settings is our only config source.
+    client = cohere.ClientV2(
+        api_key=api_key,
+        base_url=base_url,
+        timeout=timeout_s,
+        max_retries=max_retries,
+        httpx_client=http,
+        client_name="supportbot",
+        log_warning_experimental_features=False,
+    )
+    return http, client
+
+
 class CohereReranker:
     """Reranks hits with Cohere's rerank model through the official `cohere` SDK (v2)."""
 
@@ -80,19 +100,8 @@ class CohereReranker:
         """Create the SDK client (and its connection pool); safe to call more than once."""
         if self._client is not None:
             return
-        # We own the HTTP client so close() can release its connections without reaching
-        # into the SDK's private attributes.
-        self._http = httpx.Client(timeout=self.timeout_s)
-        # base_url is always passed: the SDK's default for it is CO_API_URL, read from the
-        # environment when `cohere` is imported, and Settings is our only config source.
-        self._client = cohere.ClientV2(
-            api_key=self._api_key,
-            base_url=self.base_url,
-            timeout=self.timeout_s,
-            max_retries=self.max_retries,
-            httpx_client=self._http,
-            client_name="supportbot",
-            log_warning_experimental_features=False,
+        self._http, self._client = open_client(
+            self._api_key, self.base_url, timeout_s=self.timeout_s, max_retries=self.max_retries
         )
 
     def close(self) -> None:
