@@ -68,6 +68,13 @@ class PolicyStore(Protocol):
         """Vector and keyword results fused into one ranking."""
         ...
 
+    def search_many(
+        self, queries: Mapping[str, NDArray[np.float32] | str], *, k: int, where: SearchFilter
+    ) -> dict[str, list[Hit]]:
+        """Several searches by name, each as vector_search (a vector) or keyword_search
+        (a string) would run it; a backend may run them concurrently."""
+        ...
+
 
 def fuse(
     rankings: Mapping[str, Sequence[Hit]],

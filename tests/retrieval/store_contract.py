@@ -381,6 +381,49 @@ class PolicyStoreContract:
         hits = filled.hybrid_search("perishable", vector, k=3, where=CUSTOMER)
         assert "refunds-returns@v1#1" in ids(hits)
 
+    def test_search_many_equals_each_search_alone(
+        self, filled: PolicyStore, embed_texts: EmbedTexts
+    ) -> None:
+        """Searches run together return, under each name, what that search returns alone."""
+        questions = ["how do I reset my password", "refund for a damaged parcel"]
+        vectors = embed_texts(questions)
+        together = filled.search_many(
+            {
+                "v0": vectors[0],
+                "k0": questions[0],
+                "v1": vectors[1],
+                "k1": questions[1],
+                "blank": "   ",
+            },
+            k=4,
+            where=CUSTOMER,
+        )
+        assert list(together) == ["v0", "k0", "v1", "k1", "blank"]
+        for n, question in enumerate(questions):
+            alone_v = filled.vector_search(vectors[n], k=4, where=CUSTOMER)
+            alone_k = filled.keyword_search(question, k=4, where=CUSTOMER)
+            assert ids(together[f"v{n}"]) == ids(alone_v)
+            assert ids(together[f"k{n}"]) == ids(alone_k)
+            assert [h.signals for h in together[f"k{n}"]] == [h.signals for h in alone_k]
+        assert together["v0"] != together["v1"]
+        assert together["blank"] == []
+        assert filled.search_many({}, k=4, where=CUSTOMER) == {}
+
+    def test_search_many_applies_the_filter_to_every_search(
+        self, filled: PolicyStore, embed_texts: EmbedTexts
+    ) -> None:
+        """No search of a batch returns a chunk the audience may not read."""
+        question = "flag customers who request more than three refunds in 90 days"
+        found = filled.search_many(
+            {"v": embed_texts([question])[0], "k": question}, k=8, where=CUSTOMER
+        )
+        assert found["v"]
+        assert found["k"]
+        unfiltered = filled.search_many({"k": question}, k=8, where=INTERNAL)["k"]
+        assert "fraud-playbook@v1#0" in ids(unfiltered)  # so the filter had work to do
+        for hits in found.values():
+            assert all(h.chunk.audience is Audience.CUSTOMER for h in hits)
+
     @pytest.mark.parametrize("k", [1, 2, 3])
     def test_k_limits_results(self, filled: PolicyStore, embed_texts: EmbedTexts, k: int) -> None:
         """No search returns more than k hits, and vector search returns exactly k when it can."""

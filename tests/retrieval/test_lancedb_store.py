@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -230,7 +231,7 @@ def test_large_table_gets_a_vector_index_that_keeps_filters(tmp_path: Path) -> N
     ]
     store = LanceDBPolicyStore(tmp_path / "index")
     store.upsert(chunks, vectors)
-    assert any("HNSW" in ix.index_type.upper() for ix in store.table.list_indices())
+    assert any("HNSW" in kind.upper() for kind in store.index_types())
     where = SearchFilter(Audience.CUSTOMER, date(2026, 6, 1))
     visible = [i for i in range(n) if i % 3 and i % 5]
     found = 0
@@ -249,15 +250,30 @@ def test_opening_rebuilds_indexes_an_interrupted_ingest_left_undone(
     keyword search once the store is opened again."""
     from datetime import date
 
+    import lancedb
+
     from retrieval.types import Audience, SearchFilter
 
-    damaged = LanceDBPolicyStore(index_path)
-    for index in damaged.table.list_indices():
-        damaged.table.drop_index(index.name)
-    assert damaged.table.list_indices() == []
+    damaged = lancedb.connect(str(index_path)).open_table(TABLE)
+    for index in damaged.list_indices():
+        damaged.drop_index(index.name)
+    assert damaged.list_indices() == []
     reopened = LanceDBPolicyStore(index_path)
     hits = reopened.keyword_search(
         "password", k=3, where=SearchFilter(Audience.INTERNAL, date(2026, 6, 1))
     )
     assert hits
-    assert any(ix.index_type == "FTS" for ix in reopened.table.list_indices())
+    assert "FTS" in reopened.index_types()
+
+
+def test_a_running_reader_sees_another_process_ingest(index_path: Path) -> None:
+    """A long-lived store (a server) sees chunks another store (`supportbot ingest`) wrote to
+    the same folder, once its refresh interval has passed, without being reopened."""
+    reader = LanceDBPolicyStore(index_path, refresh_s=0.2)
+    assert ids(reader.keyword_search("express shipping", k=1, where=CUSTOMER)) == ["shipping@v1#0"]
+    LanceDBPolicyStore(index_path).delete(["shipping@v1"])
+    deadline = time.monotonic() + 10
+    while reader.keyword_search("express shipping", k=8, where=CUSTOMER):
+        assert time.monotonic() < deadline, "the reader never saw the other writer's delete"
+        time.sleep(0.1)
+    assert reader.count() == len(CORPUS) - 1
