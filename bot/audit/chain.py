@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from bot.audit.keys import AuditKey
 from bot.errors import AuditError
@@ -92,8 +93,17 @@ def _plain(value: object) -> object:
     return str(value)
 
 
+_ORJSON = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
 def canonical(obj: Mapping[str, Any]) -> bytes:
     """Sorted-key JSON without spaces, one line (control characters are escaped)."""
+    try:
+        return orjson.dumps(obj, default=_plain, option=_ORJSON)
+    except (TypeError, ValueError):
+        # orjson refuses integers beyond 64 bits and lone surrogates (broken input): the
+        # standard library writes both. Either way the line is valid JSON of the record.
+        pass
     try:
         text = json.dumps(
             obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_plain

@@ -115,7 +115,35 @@ _TOKEN_PATTERNS = re.compile(
         )
     )
 )
-_SECRET_WORD = re.compile(r"(?i)key|secret|token|bearer|pass|pwd")
+# Words that announce a credential, looked for in the lower-cased text: a plain substring
+# test is ten times faster than a case-insensitive regular expression on a whole record.
+# What every token pattern starts with, as plain substrings (see `_matches` for why).
+_TOKEN_PREFIXES = (
+    "sk-",
+    "sk_",
+    "pk_",
+    "rk_",
+    "xox",
+    "xapp-",
+    "AKIA",
+    "ASIA",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "AIza",
+    "eyJ",
+)
+_SECRET_WORDS = ("key", "secret", "token", "bearer", "pass", "pwd")
+
+
+def _announces_secret(text: str) -> bool:
+    low = text.lower()
+    return any(word in low for word in _SECRET_WORDS)
+
+
 # A value after a word that announces a credential: "api key: 9f8Q...", "password=...".
 _KEYWORD_SECRET = re.compile(
     r"(?i)\b(?:api[_ -]?keys?|apikey|access[_ -]?keys?|secret(?:[_ -]?key)?|client[_ -]?secret"
@@ -136,6 +164,8 @@ _IBAN = re.compile(
 # and each group needs a separator before it, so the scan is linear on any input.
 _DIGIT_RUN = re.compile(r"\d+(?:[ -]\d+)*")
 
+_TWO_DIGITS = re.compile(r"\d\d")  # an IBAN's check digits, 2 characters in
+_PHONE_START = re.compile(r"[+(\d]")
 # A phone-shaped run: optional +, digit groups joined by a separator or a bracketed group.
 _PHONE_RUN = re.compile(
     r"(?:\+[^\S\n]?)?(?:\(\d{1,5}\)[^\S\n]?)?\d+"
@@ -147,6 +177,26 @@ _PHONE_CONTEXT = re.compile(
 )
 _US_GROUPS = ((3, 3, 4), (1, 3, 3, 4))
 _NOT_DIGIT = re.compile(r"\D")
+
+
+def _matches(
+    pattern: re.Pattern[str], hint: re.Pattern[str], text: str, back: int = 0
+) -> Iterator[re.Match[str]]:
+    """`pattern.finditer(text)`, tried only `back` characters before each match of `hint`.
+
+    Python's regex engine skips ahead quickly only to a pattern's literal first character;
+    a pattern opening with an optional group or a lookbehind is tried at every position of
+    the text. `hint` is something every match contains at a fixed offset (`back` after
+    its start), so the engine can skip to it; the matches are the same as finditer's."""
+    pos = 0
+    while (h := hint.search(text, pos + back)) is not None:
+        start = h.start() - back
+        m = pattern.match(text, start)
+        if m is None or m.end() == start:
+            pos = start + 1
+            continue
+        yield m
+        pos = m.end()
 
 
 def _wordy(ch: str) -> bool:
@@ -224,10 +274,14 @@ def _looks_secret(value: str) -> bool:
 
 
 def _secrets(text: str) -> Iterator[Span]:
-    for m in _TOKEN_PATTERNS.finditer(text):
+    if not any(prefix in text for prefix in _TOKEN_PREFIXES):
+        matches: Iterable[re.Match[str]] = ()
+    else:
+        matches = _TOKEN_PATTERNS.finditer(text)
+    for m in matches:
         if m.start() == 0 or not (_wordy(text[m.start() - 1]) or text[m.start() - 1] == "-"):
             yield m.start(), m.end(), "secret"
-    if not _SECRET_WORD.search(text):
+    if not _announces_secret(text):
         return
     for m in _KEYWORD_SECRET.finditer(text):
         value = m.group(1).rstrip(".,;:!?)]}")
@@ -251,7 +305,7 @@ def _emails(text: str) -> Iterator[Span]:
 
 
 def _ibans(text: str) -> Iterator[Span]:
-    for m in _IBAN.finditer(text):
+    for m in _matches(_IBAN, _TWO_DIGITS, text, back=2):
         candidate = m.group()
         if m.start() > 0 and _wordy(text[m.start() - 1]):
             continue
@@ -330,7 +384,7 @@ def _phone_shaped(run: str, before: str) -> bool:
 
 
 def _phones(text: str) -> Iterator[Span]:
-    for m in _PHONE_RUN.finditer(text):
+    for m in _matches(_PHONE_RUN, _PHONE_START, text):
         run = m.group()
         # 7 to 17 digits with their separators fit in 7 to 32 characters.
         if not 7 <= len(run) <= 32 or _inside_word(text, m.start(), m.end(), "-/."):
@@ -353,9 +407,10 @@ _DETECTORS: dict[str, Callable[[str], Iterator[Span]]] = {
 _UUID = re.compile(
     r"(?<![\w-])[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?![\w-])"
 )
-_QUICK = re.compile(
-    r"[\d@]|sk|xox|xapp|AKIA|ASIA|gh|AIza|eyJ|(?i:key|secret|token|pass|pwd|bearer)"
-)
+# Text with none of these (and no word announcing a secret) holds nothing to redact: the
+# characters every detector needs first, and the fixed prefixes of the token patterns.
+_UUID_MIDDLE = re.compile(r"-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-")  # 8 characters in
+_QUICK = re.compile(r"[\d@]|[spr]k[-_]|xox|xapp-|A[KS]IA|gh[pousr]_|github_pat_|AIza|eyJ")
 
 
 def _check_kinds(kinds: Collection[str], where: str) -> frozenset[str]:
@@ -403,13 +458,11 @@ class Keep:
 NOTHING_KEPT = Keep()
 
 
-def redact_text(text: str, kinds: Collection[str] = ALL_KINDS, *, keep: Keep = NOTHING_KEPT) -> str:
-    """`text` with every detected item of `kinds` replaced by its placeholder, except the
-    published contact details in `keep`."""
-    wanted = _check_kinds(kinds, "redact_text")
-    if not text or not wanted or not _QUICK.search(text):
-        return text
-    taken: list[tuple[int, int]] = [(m.start(), m.end()) for m in _UUID.finditer(text)]
+def _spans(text: str, wanted: frozenset[str], keep: Keep) -> list[Span]:
+    """Every detected item of `wanted` kinds in `text`, in order, except kept contacts."""
+    if not text or not wanted or not (_QUICK.search(text) or _announces_secret(text)):
+        return []
+    taken = [(m.start(), m.end()) for m in _matches(_UUID, _UUID_MIDDLE, text, back=8)]
     taken.sort()
     found: list[Span] = []
     for kind in ALL_KINDS:
@@ -422,17 +475,54 @@ def redact_text(text: str, kinds: Collection[str] = ALL_KINDS, *, keep: Keep = N
             insort(taken, (start, end))  # claimed even when kept: it is not another kind
             if not (keep and keep.kept(what, text[start:end])):
                 found.append((start, end, what))
-    if not found:
-        return text
     found.sort()
+    return found
+
+
+def _replaced(text: str, spans: Iterable[Span], offset: int = 0) -> str:
     out: list[str] = []
     pos = 0
-    for start, end, kind in found:
-        out.append(text[pos:start])
+    for start, end, kind in spans:
+        out.append(text[pos : start - offset])
         out.append(PLACEHOLDERS[kind])
-        pos = end
+        pos = end - offset
     out.append(text[pos:])
     return "".join(out)
+
+
+def redact_text(text: str, kinds: Collection[str] = ALL_KINDS, *, keep: Keep = NOTHING_KEPT) -> str:
+    """`text` with every detected item of `kinds` replaced by its placeholder, except the
+    published contact details in `keep`."""
+    spans = _spans(text, _check_kinds(kinds, "redact_text"), keep)
+    return _replaced(text, spans) if spans else text
+
+
+_FIELD_BREAK = "\n\n"
+
+
+def _redact_many(texts: list[str], kinds: frozenset[str], keep: Keep) -> list[str] | None:
+    """`redact_text` of each text, scanning them as one: a record's twenty short fields
+    cost one pass of each detector instead of twenty. None when nothing was found.
+
+    The texts are joined by blank lines, which no detector reads across (every pattern's
+    separators exclude newlines, a newline is not part of a word, and a phone's context
+    word must be on its own line or the one just before), so each text's findings are
+    what scanning it alone finds."""
+    joined = _FIELD_BREAK.join(texts)
+    spans = _spans(joined, kinds, keep)
+    if not spans:
+        return None
+    out: list[str] = []
+    start, i = 0, 0
+    for text in texts:
+        end = start + len(text)
+        mine: list[Span] = []
+        while i < len(spans) and spans[i][0] < end:
+            mine.append(spans[i])
+            i += 1
+        out.append(_replaced(text, mine, start) if mine else text)
+        start = end + len(_FIELD_BREAK)
+    return out
 
 
 def contacts_in(texts: Iterable[str]) -> frozenset[str]:
@@ -511,30 +601,48 @@ def parse_spec(spec: str) -> dict[str, frozenset[str]]:
 # --- the processor ---------------------------------------------------------------------
 
 
-def _redact_all(value: Any, kinds: frozenset[str], keep: Keep) -> Any:
-    """Every string under `value`, except under protected keys; new containers."""
-    if isinstance(value, str):
-        return redact_text(value, kinds, keep=keep)
-    if isinstance(value, Mapping):
-        return {
-            k: v if k in PROTECTED_KEYS else _redact_all(v, kinds, keep) for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_redact_all(v, kinds, keep) for v in value]
+def _strings(value: Any, path: tuple[str, ...]) -> Iterator[str]:
+    """Every string at `path` under `value` (all of them below it, except under protected
+    keys), in the order `_rebuilt` visits them."""
+    if path:
+        step, rest = path[0], path[1:]
+        if step == "[]":
+            if isinstance(value, list | tuple):
+                for v in value:
+                    yield from _strings(v, rest)
+        elif isinstance(value, Mapping) and step in value:
+            yield from _strings(value[step], rest)
+    elif isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            if k not in PROTECTED_KEYS:
+                yield from _strings(v, ())
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _strings(v, ())
+
+
+def _rebuilt(value: Any, path: tuple[str, ...], new: Iterator[str]) -> Any:
+    """`value` with its strings at `path` replaced, in visiting order, by those of `new`;
+    new containers, so the caller's nested objects are never changed in place."""
+    if not path:
+        return _rebuilt_all(value, new)
+    step, rest = path[0], path[1:]
+    if step == "[]" and isinstance(value, list | tuple):
+        return [_rebuilt(v, rest, new) for v in value]
+    if step != "[]" and isinstance(value, Mapping) and step in value:
+        return {**value, step: _rebuilt(value[step], rest, new)}
     return value
 
 
-def _redact_path(value: Any, path: tuple[str, ...], kinds: frozenset[str], keep: Keep) -> Any:
-    if not path:
-        return _redact_all(value, kinds, keep)
-    step, rest = path[0], path[1:]
-    if step == "[]":
-        if isinstance(value, list | tuple):
-            return [_redact_path(v, rest, kinds, keep) for v in value]
-        return value
-    if isinstance(value, Mapping) and step in value:
-        # Copied, not changed in place: the caller may still hold the nested objects.
-        return {**value, step: _redact_path(value[step], rest, kinds, keep)}
+def _rebuilt_all(value: Any, new: Iterator[str]) -> Any:
+    if isinstance(value, str):
+        return next(new)
+    if isinstance(value, Mapping):
+        return {k: v if k in PROTECTED_KEYS else _rebuilt_all(v, new) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rebuilt_all(v, new) for v in value]
     return value
 
 
@@ -591,9 +699,17 @@ class Redactor:
         return Redactor(self.fields, keep=keep)
 
     def __call__(self, logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
+        # Fields scanned for the same kinds are scanned together, in one pass.
+        by_kinds: dict[frozenset[str], list[tuple[str, ...]]] = {}
         for steps, kinds in self._plan:
             if steps[0] in event_dict:
-                event_dict[steps[0]] = _redact_path(
-                    event_dict[steps[0]], steps[1:], kinds, self.keep
-                )
+                by_kinds.setdefault(kinds, []).append(steps)
+        for kinds, paths in by_kinds.items():
+            texts = [[*_strings(event_dict[p[0]], p[1:])] for p in paths]
+            redacted = _redact_many([t for ts in texts for t in ts], kinds, self.keep)
+            if redacted is None:
+                continue
+            new = iter(redacted)
+            for steps in paths:
+                event_dict[steps[0]] = _rebuilt(event_dict[steps[0]], steps[1:], new)
         return event_dict

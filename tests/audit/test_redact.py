@@ -247,6 +247,53 @@ def test_processor_redacts_default_fields_only():
     assert record == original  # the caller's nested objects are not changed in place
 
 
+# Fragments that make personal data only when read together: field boundaries must stop
+# every detector, although the processor scans a record's fields as one text.
+FRAGMENTS = [
+    "whatsapp me:",
+    "555 0123 is the code",
+    "ref GB82",
+    "WEST 1234 5698 7654 32",
+    "4111 1111",
+    "1111 1111",
+    "jane.doe",
+    "@example.com is mine",
+    "my password is",
+    "Tr0ub4dor&3!",
+    "id 3f1c2b9a",
+    "-1d2e-4f5a-8b6c-0123456789ab",
+]
+
+
+def test_fields_are_redacted_as_each_alone():
+    """Every field, and every history turn, comes out exactly as redacting it alone gives,
+    for realistic pastes, harmless numbers and fragments that only join up across fields."""
+    texts = [
+        *FRAGMENTS,
+        "Call me on +44 20 7946 0958.",
+        "IBAN GB82 WEST 1234 5698 7654 32, thanks",
+        "card: 5500-0000-0000-0004, exp 12/27",
+        f"audit id {uuid.uuid4()} ok",
+        "order 123456789 and order #100234567",
+        "multi-line\ncall me on\n555 0123",
+    ]
+    record = {
+        "question": texts[0],
+        "history": [{"role": "user", "text": t} for t in texts[1:-3]],
+        "reply": texts[-3],
+        "comment": texts[-2],
+        "details": {"note": texts[-1], "id": "4111 1111 1111 1111"},
+    }
+    out = Redactor()(None, "info", dict(record))
+    assert out["question"] == redact_text(texts[0])
+    assert [t["text"] for t in out["history"]] == [redact_text(t) for t in texts[1:-3]]
+    assert out["reply"] == redact_text(texts[-3])
+    assert out["comment"] == redact_text(texts[-2])
+    assert out["details"] == {"note": redact_text(texts[-1]), "id": "4111 1111 1111 1111"}
+    # And the fragments really do join up when nothing separates them.
+    assert redact_text(" ".join(FRAGMENTS)) != " ".join(redact_text(f) for f in FRAGMENTS)
+
+
 def test_processor_in_a_structlog_chain():
     """As a structlog processor, redaction happens before the renderer sees the record."""
     logger = structlog.wrap_logger(
