@@ -251,6 +251,17 @@ def plain_appends(folder: Path, count: int) -> float:
     return count / (time.perf_counter() - started)
 
 
+def _in_threads(work: Callable[[int], None], threads: int) -> float:
+    """Seconds to run work(0) ... work(threads - 1), each in its own thread, all at once."""
+    started = time.perf_counter()
+    pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()
+    return time.perf_counter() - started
+
+
 def sealed_appends(folder: Path, count: int, sync: str, threads: int) -> tuple[float, float]:
     """Records/s of the trail's own work (lock, chain, seal, write, fsync, head) on records
     rendered beforehand: what the trail adds to whatever rendering costs."""
@@ -263,13 +274,7 @@ def sealed_appends(folder: Path, count: int, sync: str, threads: int) -> tuple[f
         for rec in rendered[t * per : (t + 1) * per]:
             log.append(rec)
 
-    started = time.perf_counter()
-    pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
-    for th in pool:
-        th.start()
-    for th in pool:
-        th.join()
-    rate = per * threads / (time.perf_counter() - started)
+    rate = per * threads / _in_threads(work, threads)
     return rate, log.writer.committed / max(log.writer.commits, 1)
 
 
@@ -303,13 +308,7 @@ def trail_appends(folder: Path, count: int, sync: str, threads: int) -> tuple[fl
         for f in fields[t]:
             log.write("reply", **f)
 
-    started = time.perf_counter()
-    pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
-    for th in pool:
-        th.start()
-    for th in pool:
-        th.join()
-    rate = (count // threads * threads) / (time.perf_counter() - started)
+    rate = (count // threads * threads) / _in_threads(work, threads)
     return rate, log.writer.committed / max(log.writer.commits, 1)
 
 

@@ -38,16 +38,20 @@ def build_archive(settings: Settings) -> VersionArchive:
     return VersionArchive(settings.archive_dir)
 
 
+def _cohere_key(settings: Settings, wanted_by: str) -> str:
+    if settings.cohere_api_key is None:
+        raise ConfigError(f"{wanted_by} needs SUPPORTBOT_COHERE_API_KEY")
+    return settings.cohere_api_key.get_secret_value()
+
+
 def build_reranker(settings: Settings, embedder: MiniLMEmbedder) -> Reranker | None:
     if settings.reranker == "none":
         return None
     if settings.reranker == "cohere":
         from retrieval.rerankers.cohere import CohereReranker
 
-        if settings.cohere_api_key is None:
-            raise ConfigError("SUPPORTBOT_RERANKER=cohere needs SUPPORTBOT_COHERE_API_KEY")
         return CohereReranker(
-            api_key=settings.cohere_api_key.get_secret_value(),
+            api_key=_cohere_key(settings, "SUPPORTBOT_RERANKER=cohere"),
             model=settings.cohere_rerank_model,
             base_url=settings.cohere_base_url,
             timeout_s=settings.cohere_timeout_s,
@@ -86,10 +90,8 @@ def build_generator(settings: Settings) -> Generator:
     if settings.generator == "cohere":
         from models.cohere_chat import CohereChatGenerator
 
-        if settings.cohere_api_key is None:
-            raise ConfigError("SUPPORTBOT_GENERATOR=cohere needs SUPPORTBOT_COHERE_API_KEY")
         return CohereChatGenerator(
-            api_key=settings.cohere_api_key.get_secret_value(),
+            api_key=_cohere_key(settings, "SUPPORTBOT_GENERATOR=cohere"),
             model=settings.cohere_chat_model,
             base_url=settings.cohere_base_url,
             timeout_s=settings.cohere_chat_timeout_s,

@@ -75,11 +75,14 @@ class Citation:
     @property
     def label(self) -> str:
         """How a person reads it: 'Refunds and returns > Exceptions (v3)'."""
-        if self.section.startswith(self.title):
-            where = self.section
-        else:
-            where = " > ".join(p for p in (self.title, self.section) if p)
-        return f"{where} (v{self.version})"
+        return f"{place(self.title, self.section)} (v{self.version})"
+
+
+def place(title: str, section: str) -> str:
+    """Where a passage stands: its section path, led by the title unless it already is."""
+    if section.startswith(title):
+        return section
+    return " > ".join(p for p in (title, section) if p)
 
 
 @dataclass(frozen=True, slots=True)

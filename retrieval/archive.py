@@ -91,13 +91,19 @@ class VersionArchive:
             _write_atomic(path, data, durable=durable)
         return sha
 
+    def raw(self, sha256: str) -> bytes | None:
+        """The bytes stored under this hash, not checked against it (to show an auditor
+        what is there instead); None if nothing is; StoreError if it is not a sha256."""
+        try:
+            return self._object_path(sha256).read_bytes()
+        except FileNotFoundError:
+            return None
+
     def get(self, sha256: str) -> bytes:
         """The object with this hash, checked against it; StoreError if missing or altered."""
-        path = self._object_path(sha256)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError as exc:
-            raise StoreError(f"archive has no object {sha256}") from exc
+        data = self.raw(sha256)
+        if data is None:
+            raise StoreError(f"archive has no object {sha256}")
         if hashlib.sha256(data).hexdigest() != sha256:
             raise StoreError(f"archive object {sha256} does not match its hash (altered)")
         return data

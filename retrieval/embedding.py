@@ -42,12 +42,10 @@ def packaged_model_dir() -> Path:
     return Path(get_model_path())
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in blocks (model weights run to hundreds of MB)."""
     with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 class MiniLMEmbedder:
@@ -106,7 +104,7 @@ class MiniLMEmbedder:
                 tokenizer.enable_truncation(max_length=self._max_tokens)
                 tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 - not a secret
                 self._tokenizer = tokenizer
-                weights_hash = _file_sha256(weights)
+                weights_hash = file_sha256(weights)
                 if self._runtime == "torch":
                     self._forward = self._load_torch(model_dir)
                 else:

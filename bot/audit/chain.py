@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +49,7 @@ _P_HASH = b'{"hash":"'
 _P_MAC = b'","mac":"'
 _P_PREV = b'","prev":"'
 _P_REC = b'","rec":'
-_P_SEQ = b',"seq":'
+SEQ_MARK = b',"seq":'
 HASH_AT = len(_P_HASH)  # 9
 MAC_AT = HASH_AT + 64 + len(_P_MAC)  # 82
 PREV_AT = MAC_AT + 64 + len(_P_PREV)  # 156
@@ -141,7 +141,7 @@ def seal_line(key: AuditKey, prev: str, seq: int, rec: bytes) -> tuple[bytes, st
             prev.encode("ascii"),
             _P_REC,
             rec,
-            _P_SEQ,
+            SEQ_MARK,
             seq_b,
             b"}\n",
         )
@@ -164,8 +164,9 @@ class Line:
         return parsed
 
 
-def split_line(line: bytes) -> Line | None:
-    """The parts of one line (without its newline), or None when it is not shaped as one."""
+def seq_at(line: bytes) -> int:
+    """Where the `,"seq":` of a line shaped as a sealed record starts (its record ends
+    there), or -1 when the line (without its newline) is not shaped as one."""
     if (
         len(line) < MIN_LINE
         or line[:HASH_AT] != _P_HASH
@@ -174,17 +175,25 @@ def split_line(line: bytes) -> Line | None:
         or line[PREV_AT + 64 : REC_AT] != _P_REC
         or line[-1:] != b"}"
     ):
-        return None
-    j = line.rfind(_P_SEQ, REC_AT)
-    seq_b = line[j + len(_P_SEQ) : -1]
+        return -1
+    j = line.rfind(SEQ_MARK, REC_AT)
+    seq_b = line[j + len(SEQ_MARK) : -1]
     if j < 0 or not seq_b.isdigit() or seq_b[:1] == b"0":
+        return -1
+    return j
+
+
+def split_line(line: bytes) -> Line | None:
+    """The parts of one line (without its newline), or None when it is not shaped as one."""
+    j = seq_at(line)
+    if j < 0:
         return None
     try:
         return Line(
             line[HASH_AT : HASH_AT + 64].decode("ascii"),
             line[MAC_AT : MAC_AT + 64].decode("ascii"),
             line[PREV_AT : PREV_AT + 64].decode("ascii"),
-            int(seq_b),
+            int(line[j + len(SEQ_MARK) : -1]),
             line[REC_AT:j],
         )
     except UnicodeDecodeError:
@@ -284,27 +293,48 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def read_last_lines(path: Path, count: int, *, chunk: int = 65536) -> tuple[list[bytes], int]:
-    """Up to `count` last complete lines (without newlines) and where the first starts.
+_CHUNK = 65536  # bytes read at a time when reading a file from its end
 
-    A partial line after the last newline is not among them; the returned offset is where
-    the earliest returned line starts (so the bytes from there on are those lines)."""
+
+def backward_lines(path: Path, end: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) for each newline-terminated line ending at or before `end`, last
+    first; the line excludes its newline. Reads fixed chunks from the end."""
     with path.open("rb") as fh:
-        end = fh.seek(0, os.SEEK_END)
-        data = b""
+        buf = b""
         pos = end
-        while pos > 0:
-            step = min(chunk, pos)
+        while True:
+            nl = buf.rfind(b"\n", 0, len(buf) - 1) if buf else -1
+            if nl >= 0:
+                yield pos + nl + 1, buf[nl + 1 : -1]
+                buf = buf[: nl + 1]
+                continue
+            if pos == 0:
+                if buf:
+                    yield 0, buf[:-1]
+                return
+            step = min(_CHUNK, pos)
             pos -= step
             fh.seek(pos)
-            data = fh.read(step) + data
-            if data.count(b"\n") > count:
-                break
-        cut = data.rfind(b"\n") + 1  # bytes after this are a partial line
-        body = data[:cut]
-        lines = body.split(b"\n")[:-1]
-        if pos > 0:
-            lines = lines[1:]  # the first piece may be the tail of an earlier line
-        taken = lines[-count:]
-        start = pos + cut - sum(len(x) + 1 for x in taken)
-        return taken, start
+            buf = fh.read(step) + buf
+
+
+def last_newline(path: Path, size: int) -> int:
+    """Offset just past the last newline at or before `size` (0 if there is none)."""
+    with path.open("rb") as fh:
+        pos = size
+        while pos > 0:
+            step = min(_CHUNK, pos)
+            pos -= step
+            fh.seek(pos)
+            chunk = fh.read(step)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                return pos + nl + 1
+    return 0
+
+
+def first_line(path: Path) -> bytes | None:
+    """The first line of a file (without its newline); None if it has no complete one."""
+    with path.open("rb") as fh:
+        data = fh.readline(1 << 20)
+    return data[:-1] if data.endswith(b"\n") else None

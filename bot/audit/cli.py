@@ -198,7 +198,8 @@ def search(settings: Settings, /, limit: int, as_json: bool, **opts: Any) -> Non
         return
     for line in _table(rows):
         click.echo(line)
-    total = index.count(query)
+    # Only a full page can have more behind it: count only then.
+    total = index.count(query) if len(rows) == limit else len(rows)
     if total > len(rows):
         click.echo(f"({len(rows)} of {total} shown; --limit shows more)")
 

@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from retrieval.archive import ArchivedVersion, VersionArchive
+from bot.messages import place
+from retrieval.archive import VersionArchive
 from retrieval.errors import StoreError
 
 OK_MARK = "✓"
@@ -49,35 +50,21 @@ def _int(value: object, default: int = 0) -> int:
         return default
 
 
-def _object_bytes(archive: VersionArchive, sha256: str) -> bytes | None:
-    """The stored bytes under `sha256` even when they no longer match it (to report what
-    is there instead); None if nothing is stored. Layout: README "Evidence for auditors"."""
-    path = archive.root / "objects" / sha256[:2] / sha256
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None
-
-
-def _is_sha256(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
-
-
 class _Catalog:
-    """The archive's catalog, read once per `evidence_for` call, by document."""
+    """The passages the archive's catalog lists, read once per `evidence_for` call."""
 
     def __init__(self, archive: VersionArchive) -> None:
         self.archive = archive
-        self._by_doc: dict[str, list[ArchivedVersion]] = {}
+        self._listed: set[tuple[str, int, str, str]] | None = None
 
     def lists(self, doc_id: str, version: int, chunk_id: str, sha256: str) -> bool:
-        if doc_id not in self._by_doc:
-            self._by_doc[doc_id] = self.archive.versions(doc_id)
-        return any(
-            v.version == version
-            and any(c.get("chunk_id") == chunk_id and c.get("sha256") == sha256 for c in v.chunks)
-            for v in self._by_doc[doc_id]
-        )
+        if self._listed is None:
+            self._listed = {
+                (v.doc_id, v.version, str(c.get("chunk_id")), str(c.get("sha256")))
+                for v in self.archive.versions()
+                for c in v.chunks
+            }
+        return (doc_id, version, chunk_id, sha256) in self._listed
 
 
 def _check(source: Mapping[str, Any], archive: VersionArchive, catalog: _Catalog) -> SourceEvidence:
@@ -101,17 +88,18 @@ def _check(source: Mapping[str, Any], archive: VersionArchive, catalog: _Catalog
             problem=problem,
         )
 
-    if not _is_sha256(recorded):
-        return result(None, None, f"the record's sha256 {recorded!r} is not a sha256")
     try:
-        text = archive.chunk_text(recorded)
-    except (StoreError, UnicodeDecodeError):
-        data = _object_bytes(archive, recorded)
-        if data is None:
-            return result(None, None, "the archive has no passage with the recorded sha256")
-        actual = hashlib.sha256(data).hexdigest()
+        data = archive.raw(recorded)
+    except StoreError:
+        return result(None, None, f"the record's sha256 {recorded!r} is not a sha256")
+    if data is None:
+        return result(None, None, "the archive has no passage with the recorded sha256")
+    # Passages are archived from text, so bytes that still match their hash are UTF-8.
+    text = data.decode("utf-8", errors="replace")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != recorded:
         return result(
-            data.decode("utf-8", errors="replace"),
+            text,
             actual,
             "the archived passage was altered: its sha256 no longer matches the record",
         )
@@ -246,11 +234,7 @@ def _summary(record: Mapping[str, Any]) -> list[str]:
 
 
 def _source_lines(e: SourceEvidence) -> list[str]:
-    # As a reply labels its sources (bot/messages.py Citation.label).
-    if e.section.startswith(e.title):
-        where = e.section
-    else:
-        where = " > ".join(p for p in (e.title, e.section) if p)
+    where = place(e.title, e.section)
     lines = [f"[{e.number}] {where} ({e.doc_id} v{e.version}, passage {e.chunk_id})"]
     if e.text is None:
         lines.append("    (no text)")

@@ -23,6 +23,7 @@ from typing import Any
 
 from bot.audit.chain import SEGMENT_KIND, iso_time, list_segments, segment_name, split_line
 from bot.errors import AuditError, InputError
+from bot.messages import Outcome
 
 INDEX_FILE = "index.sqlite"
 _VERSION = "1"
@@ -54,7 +55,7 @@ CREATE TABLE IF NOT EXISTS sources(
 CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(question, reply);
 """
 
-DECISIONS = ("answer", "clarify", "abstain", "error")
+DECISIONS = tuple(o.value for o in Outcome)
 _PARALLEL_BYTES = 64_000_000  # below this, worker start-up costs more than it saves
 
 

@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING, Any
 from bot.audit.chain import (
     CHECKPOINT_FILE,
     SEGMENT_KIND,
+    backward_lines,
     canonical,
+    first_line,
     fsync_dir,
     iso_time,
+    last_newline,
     list_segments,
-    read_last_lines,
     split_line,
 )
 from bot.audit.keys import AuditKey
@@ -45,7 +47,6 @@ class CheckpointError(AuditError):
 class Checkpoint:
     anchor: Anchor
     pruned: list[dict[str, Any]]  # every segment ever pruned, oldest first
-    body: dict[str, Any]
 
 
 def read_checkpoint(directory: Path, key: AuditKey) -> Checkpoint | None:
@@ -72,7 +73,7 @@ def read_checkpoint(directory: Path, key: AuditKey) -> Checkpoint | None:
         pruned = list(data["pruned"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path} is damaged ({exc})") from exc
-    return Checkpoint(anchor, pruned, data)
+    return Checkpoint(anchor, pruned)
 
 
 def anchor_of(directory: Path, key: AuditKey) -> Anchor | None:
@@ -82,9 +83,8 @@ def anchor_of(directory: Path, key: AuditKey) -> Anchor | None:
 
 
 def _header(path: Path) -> dict[str, Any]:
-    with path.open("rb") as fh:
-        raw = fh.readline(1 << 20).rstrip(b"\n")
-    line = split_line(raw)
+    raw = first_line(path)
+    line = split_line(raw) if raw is not None else None
     rec = line.record() if line else {}
     if rec.get("kind") != SEGMENT_KIND or line is None:
         raise AuditError(f"{path.name}: no segment header")
@@ -151,8 +151,9 @@ def prune_trail(
         chosen = plan_prune(directory, before)
         segments_left = len(list_segments(directory)) - len(chosen)
         for number, path, header in chosen:
-            [last_raw], _ = read_last_lines(path, 1)
-            last = split_line(last_raw)
+            end = last_newline(path, path.stat().st_size)
+            last_raw = next((raw for _, raw in backward_lines(path, end)), None)
+            last = split_line(last_raw) if last_raw is not None else None
             if last is None:
                 raise AuditError(f"{path.name}: unreadable last line")
             removed.append(

@@ -115,8 +115,6 @@ _TOKEN_PATTERNS = re.compile(
         )
     )
 )
-# Words that announce a credential, looked for in the lower-cased text: a plain substring
-# test is ten times faster than a case-insensitive regular expression on a whole record.
 # What every token pattern starts with, as plain substrings (see `_matches` for why).
 _TOKEN_PREFIXES = (
     "sk-",
@@ -136,6 +134,8 @@ _TOKEN_PREFIXES = (
     "AIza",
     "eyJ",
 )
+# Words that announce a credential, looked for in the lower-cased text: a plain substring
+# test is ten times faster than a case-insensitive regular expression on a whole record.
 _SECRET_WORDS = ("key", "secret", "token", "bearer", "pass", "pwd")
 
 
@@ -407,10 +407,10 @@ _DETECTORS: dict[str, Callable[[str], Iterator[Span]]] = {
 _UUID = re.compile(
     r"(?<![\w-])[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?![\w-])"
 )
+_UUID_MIDDLE = re.compile(r"-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-")  # 8 characters in
 # Text with none of these (and no word announcing a secret) holds nothing to redact: the
 # characters every detector needs first, and the fixed prefixes of the token patterns.
-_UUID_MIDDLE = re.compile(r"-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-")  # 8 characters in
-_QUICK = re.compile(r"[\d@]|[spr]k[-_]|xox|xapp-|A[KS]IA|gh[pousr]_|github_pat_|AIza|eyJ")
+_QUICK = re.compile("|".join([r"[\d@]", *map(re.escape, _TOKEN_PREFIXES)]))
 
 
 def _check_kinds(kinds: Collection[str], where: str) -> frozenset[str]:

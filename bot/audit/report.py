@@ -20,7 +20,8 @@ from html import escape
 from statistics import median
 from typing import Any
 
-DECISIONS = ("answer", "clarify", "abstain", "error")
+from bot.audit.index import DECISIONS
+
 # Colours are used only by the charts and their legends (a test counts them on screen).
 DECISION_COLOURS = {
     "answer": "#2a9d8f",

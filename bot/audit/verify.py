@@ -27,15 +27,16 @@ from bot.audit.chain import (
     GENESIS,
     HASH_AT,
     MAC_AT,
-    MIN_LINE,
     PREV_AT,
     REC_AT,
     SEGMENT_KIND,
+    SEQ_MARK,
     Head,
     HeadError,
     list_segments,
     read_head,
     segment_name,
+    seq_at,
     split_line,
 )
 from bot.audit.keys import AuditKey
@@ -65,7 +66,6 @@ class Problem:
 class _Segment:
     number: int
     name: str
-    size: int
     lines: int = 0
     first_prev: str = ""
     first_seq: int = 0
@@ -157,9 +157,6 @@ def _check_header(raw: bytes, number: int, key_id: str, found: _Findings) -> tup
     return chain, sealed_by
 
 
-_P_HASH, _P_MAC, _P_PREV, _P_REC = b'{"hash":"', b'","mac":"', b'","prev":"', b'","rec":'
-
-
 def _check_lines(lines: list[bytes], seal_key: bytes | None, found: _Findings) -> tuple[bytes, int]:
     """Check each line's shape, hash, seal (unless `seal_key` is None) and link to the line
     before; returns the last line's hash and seq. The hot loop of `verify`."""
@@ -168,21 +165,12 @@ def _check_lines(lines: list[bytes], seal_key: bytes | None, found: _Findings) -
     expected_seq = 0
     last_hash, last_seq = b"", 0
     for n, line in enumerate(lines, start=1):
-        j = line.rfind(b',"seq":', REC_AT)
-        seq_b = line[j + 7 : -1]
-        if (
-            len(line) < MIN_LINE
-            or line[:HASH_AT] != _P_HASH
-            or line[HASH_AT + 64 : MAC_AT] != _P_MAC
-            or line[MAC_AT + 64 : PREV_AT] != _P_PREV
-            or line[PREV_AT + 64 : REC_AT] != _P_REC
-            or line[-1:] != b"}"
-            or j < 0
-            or not seq_b.isdigit()
-        ):
+        j = seq_at(line)
+        if j < 0:
             found.add(n, "not a sealed record line (edited, inserted or cut)")
             expected_prev = None
             continue
+        seq_b = line[j + len(SEQ_MARK) : -1]
         own, prev = line[HASH_AT : HASH_AT + 64], line[PREV_AT : PREV_AT + 64]
         h = sha256(prev)
         h.update(b"\n" + seq_b + b"\n")
@@ -213,12 +201,12 @@ def check_segment(path: Path, number: int, seal_key: bytes, key_id: str) -> _Seg
         data = path.read_bytes()
     except OSError as exc:
         found.add(None, f"unreadable: {exc}")
-        return _Segment(number, path.name, 0, problems=tuple(found.listed))
+        return _Segment(number, path.name, problems=tuple(found.listed))
     lines = data.split(b"\n")
     tail = lines.pop()  # b"" when the file ends with a newline
     if not lines:
         found.add(1, "empty segment: its header and records are gone")
-        return _Segment(number, path.name, len(data), problems=tuple(found.listed))
+        return _Segment(number, path.name, problems=tuple(found.listed))
     chain, sealed_by = _check_header(lines[0], number, key_id, found)
     last_hash, last_seq = _check_lines(lines, seal_key if sealed_by == key_id else None, found)
     if tail:
@@ -227,7 +215,6 @@ def check_segment(path: Path, number: int, seal_key: bytes, key_id: str) -> _Seg
     return _Segment(
         number,
         path.name,
-        len(data),
         lines=len(lines),
         first_prev=first.prev if first else "",
         first_seq=first.seq if first else 0,

@@ -36,8 +36,11 @@ from bot.audit.chain import (
     Head,
     HeadError,
     Line,
+    backward_lines,
     check_line,
+    first_line,
     fsync_dir,
+    last_newline,
     list_segments,
     read_head,
     seal_line,
@@ -49,7 +52,6 @@ from bot.audit.keys import AuditKey
 from bot.errors import AuditError
 
 Render = Callable[[str, dict[str, Any]], bytes]
-_CHUNK = 65536
 _LINE_OVERHEAD = 256  # hash, mac, prev, seq and punctuation around a record
 
 
@@ -84,49 +86,6 @@ class Anchor:
     segment: int  # the next segment's number
     seq: int
     hash: str
-
-
-def _backward_lines(path: Path, end: int) -> Iterator[tuple[int, bytes]]:
-    """(offset, line) for each newline-terminated line ending at or before `end`, last
-    first; the line excludes its newline. Reads fixed chunks from the end."""
-    with path.open("rb") as fh:
-        buf = b""
-        pos = end
-        while True:
-            nl = buf.rfind(b"\n", 0, len(buf) - 1) if buf else -1
-            if nl >= 0:
-                yield pos + nl + 1, buf[nl + 1 : -1]
-                buf = buf[: nl + 1]
-                continue
-            if pos == 0:
-                if buf:
-                    yield 0, buf[:-1]
-                return
-            step = min(_CHUNK, pos)
-            pos -= step
-            fh.seek(pos)
-            buf = fh.read(step) + buf
-
-
-def _last_newline(path: Path, size: int) -> int:
-    """Offset just past the last newline at or before `size` (0 if there is none)."""
-    with path.open("rb") as fh:
-        pos = size
-        while pos > 0:
-            step = min(_CHUNK, pos)
-            pos -= step
-            fh.seek(pos)
-            chunk = fh.read(step)
-            nl = chunk.rfind(b"\n")
-            if nl >= 0:
-                return pos + nl + 1
-    return 0
-
-
-def _first_line(path: Path) -> bytes | None:
-    with path.open("rb") as fh:
-        data = fh.readline(1 << 20)
-    return data[:-1] if data.endswith(b"\n") else None
 
 
 class TrailWriter:
@@ -355,12 +314,13 @@ class TrailWriter:
             fsync_dir(self.directory)
             return None
         # The header first: a wrong key must be named as such, never read as a torn tail.
-        header = self._header(path) if _first_line(path) is not None else None
+        first = first_line(path)
+        header = self._header(path, first) if first is not None else None
         head_seq = self._head_seq()
-        cut = _last_newline(path, size)
+        cut = last_newline(path, size)
         reasons = [f"partial last line ({size - cut} bytes)"] if cut < size else []
         last: Line | None = None
-        for offset, raw in _backward_lines(path, cut):
+        for offset, raw in backward_lines(path, cut):
             last = check_line(self.key, raw)
             if last is not None:
                 break
@@ -396,9 +356,8 @@ class TrailWriter:
             chain=str(header["chain"]),
         )
 
-    def _header(self, path: Path) -> dict[str, Any]:
-        raw = _first_line(path)
-        line = split_line(raw) if raw is not None else None
+    def _header(self, path: Path, raw: bytes) -> dict[str, Any]:
+        line = split_line(raw)
         try:
             rec = line.record() if line is not None else {}
         except ValueError:
@@ -410,7 +369,7 @@ class TrailWriter:
                 f"{path.name} was sealed with audit key {rec.get('key_id')}, but the key in "
                 f"use is {self.key.fingerprint}: wrong SUPPORTBOT_AUDIT_SECRET or key file"
             )
-        if check_line(self.key, raw or b"") is None:
+        if check_line(self.key, raw) is None:
             raise AuditError(f"{path.name}: the segment header fails its check")
         return {**rec, "_seq": line.seq}
 

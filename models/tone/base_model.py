@@ -9,7 +9,6 @@ into place, so an interrupted conversion never leaves a half-written checkpoint 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from models.tone.errors import ToneModelError
+from retrieval.embedding import file_sha256
 
 # The one base model known by name; anything else in Settings.tone_base_model is a folder.
 SMOLLM2 = "smollm2-135m"
@@ -36,14 +36,6 @@ class BaseCheckpoint:
     name: str  # "smollm2-135m" or the folder's path
     folder: Path
     sha256: str  # of the file the weights came from (the GGUF file, or model.safetensors)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def packaged_gguf() -> Path:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from bot.errors import friendly_errors_saying
+from bot.errors import friendly_errors, friendly_errors_saying
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -105,7 +105,7 @@ def train_command(
 @click.option("--no-verify", is_flag=True, help="Skip verification (no embedder needed).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object.")
 @click.pass_obj
-@friendly_errors_saying("interrupted (run the same command again to resume)")
+@friendly_errors
 def eval_command(
     settings: Settings,
     *,

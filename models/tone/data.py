@@ -9,7 +9,6 @@ the company's voice:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from models.base import DraftRequest, Snippet
 from models.tone.errors import ToneModelError
+from retrieval.embedding import file_sha256
 from retrieval.types import Audience
 
 VOICE_DIR = Path(__file__).resolve().parent
@@ -38,7 +38,7 @@ class VoiceExample:
 def data_sha256(path: Path) -> str:
     """sha256 of a data file's bytes: what the adapter's manifest records it was trained on."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError as exc:
         raise ToneModelError(f"cannot read the voice data {path}: {exc.strerror}") from exc
 

@@ -22,9 +22,10 @@ from typing import Any
 from models.base import Draft, DraftRequest
 from models.template import TemplateGenerator
 from models.tone import guard
-from models.tone.base_model import BaseCheckpoint, file_sha256, load_base, resolve_base
+from models.tone.base_model import BaseCheckpoint, load_base, resolve_base
 from models.tone.errors import ToneModelError
 from models.tone.prompt import prompt_ids, shown, without_instructions
+from retrieval.embedding import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -456,7 +456,7 @@ def save_adapter(peft_model: Any, out_dir: Path, manifest: dict[str, Any]) -> di
     (tmp / "README.md").unlink(missing_ok=True)  # peft's model-card template: nothing in it
     if not (tmp / ADAPTER_WEIGHTS).is_file():
         raise ToneModelError(f"peft did not write {ADAPTER_WEIGHTS} in {tmp}")
-    from models.tone.base_model import file_sha256
+    from retrieval.embedding import file_sha256
 
     manifest = {**manifest, "adapter_sha256": file_sha256(tmp / ADAPTER_WEIGHTS)}
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Collection, Mapping, Sequence
+from collections.abc import Collection, Coroutine, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -135,14 +135,11 @@ class LanceDBPolicyStore:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _run(work: Awaitable[T]) -> T:
+    def _run(work: Coroutine[Any, Any, T]) -> T:
         # LanceDB's own background loop: the one its sync API uses, reset after a fork.
         from lancedb.background_loop import LOOP
 
-        async def wrapped() -> T:
-            return await work
-
-        result: T = LOOP.run(wrapped())  # type: ignore[no-untyped-call]
+        result: T = LOOP.run(work)  # type: ignore[no-untyped-call]
         return result
 
     def warm_up(self) -> None:
@@ -186,7 +183,7 @@ class LanceDBPolicyStore:
         except Exception as exc:
             raise self._error("opening", exc) from exc
 
-    def _do(self, action: str, work: Awaitable[T]) -> T:
+    def _do(self, action: str, work: Coroutine[Any, Any, T]) -> T:
         """Run one piece of async work on the index, its failures as one-line StoreErrors."""
         try:
             return self._run(work)

@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import threading
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Self
+
+from tests.fakes.loopback import LoopbackService, QuietServer
 
 RERANK_PATH = "/v2/rerank"
 CHAT_PATH = "/v2/chat"
@@ -77,67 +78,34 @@ class _Scripted:
     hang_s: float = 0.0  # wait this long (or until the server stops) before answering
 
 
-class FakeCohereServer:
+class FakeCohereServer(LoopbackService):
     """A fake api.cohere.com on a loopback port; start() it, point the SDK at `base_url`."""
 
     def __init__(self, api_key: str | None = None) -> None:
         """`api_key`: if set, requests without `Authorization: Bearer <api_key>` get a 401."""
+        super().__init__(_Handler, "fake-cohere")
         self.api_key = api_key
         self.requests: list[RecordedRequest] = []
         self._script: deque[_Scripted] = deque()
         self._lock = threading.Lock()
         # Set on stop() so hanging handlers return at once and shutdown stays quick.
         self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> FakeCohereServer:
-        """Bind 127.0.0.1 on a free port and serve in a daemon thread."""
-        if self._httpd is not None:
-            return self
+    def start(self) -> Self:
         self._stopping.clear()
-        httpd = _Server(("127.0.0.1", 0), _Handler)
-        httpd.fake = self
-        self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-cohere",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+        return super().start()
 
     def stop(self) -> None:
         """Release hanging requests, stop serving and close the listening socket."""
-        if self._httpd is None:
-            return
         self._stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = None
-        self._thread = None
-
-    def __enter__(self) -> FakeCohereServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("FakeCohereServer is not started")
-        return int(self._httpd.server_address[1])
+        super().stop()
 
     @property
     def base_url(self) -> str:
         """What to pass as the SDK's base_url (the SDK appends `v2/rerank`)."""
-        return f"http://127.0.0.1:{self.port}"
+        return self.url
 
     # -- scripting failures ----------------------------------------------------------------
 
@@ -371,22 +339,9 @@ def _error(status: int, message: str) -> _Scripted:
     return _Scripted(status=status, headers={"content-type": "application/json"}, body=body)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeCohereServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that timed out and hung up is an expected event here, not a failure to
-        # print; anything else still goes to stderr.
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError | TimeoutError):
-            return
-        super().handle_error(request, client_address)
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's httpx pool expects
-    server: _Server
+    server: QuietServer
     # Idle keep-alive connections are dropped after this, so no handler thread lingers.
     timeout = 10
 

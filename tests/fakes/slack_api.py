@@ -45,23 +45,25 @@ import itertools
 import json
 import random
 import re
-import sys
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from tests.fakes.loopback import LoopbackService, QuietServer
+
 T = TypeVar("T")
 
 API_PREFIX = "/api/"
 RESPONSE_PREFIX = "/response/"
+FORM = "application/x-www-form-urlencoded"
 SOCKET_PATH = "/link/"
 # Methods Slack accepts only with an app-level token (xapp-...), and refuses bot tokens for.
 APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
@@ -135,7 +137,7 @@ class _Scripted:
     retry_after: int | None = None
 
 
-class FakeSlackAPI:
+class FakeSlackAPI(LoopbackService):
     """A fake slack.com Web API on a loopback port; start() it, point clients at `api_url`."""
 
     def __init__(
@@ -147,6 +149,7 @@ class FakeSlackAPI:
     ) -> None:
         """Calls without `Authorization: Bearer <bot_token>` (or a `token` field) get
         `invalid_auth`, as from Slack; `apps.connections.open` wants `app_token` instead."""
+        super().__init__(_Handler, "fake-slack-api")
         self.bot_token = bot_token
         self.app_token = app_token
         self.workspace = workspace or Workspace()
@@ -162,8 +165,6 @@ class FakeSlackAPI:
         self._random = random.Random(0)
         self._clock = itertools.count(1)
         self._base_ts = int(time.time())
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
         # Socket Mode: one-time tickets handed out, connections, what the app sent back.
         self._socket: _SocketServer | None = None
         self._socket_start = threading.Lock()
@@ -173,51 +174,12 @@ class FakeSlackAPI:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> FakeSlackAPI:
-        """Bind 127.0.0.1 on a free port and serve in a daemon thread."""
-        if self._httpd is not None:
-            return self
-        httpd = _Server(("127.0.0.1", 0), _Handler)
-        httpd.fake = self
-        self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="fake-slack-api",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
         with self._socket_start:
             socket, self._socket = self._socket, None
         if socket is not None:
             socket.stop()
-        if self._httpd is None:
-            return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = None
-        self._thread = None
-
-    def __enter__(self) -> FakeSlackAPI:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("FakeSlackAPI is not started")
-        return int(self._httpd.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().stop()
 
     @property
     def api_url(self) -> str:
@@ -1001,20 +963,9 @@ class _SocketServer:
         return ws
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    fake: FakeSlackAPI
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hung up mid-request is expected under load, not a failure to print.
-        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
-            return
-        super().handle_error(request, client_address)
-
-
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as aiohttp's connection pool expects
-    server: _Server
+    server: QuietServer
     timeout = 10  # idle keep-alive connections are dropped, so no handler thread lingers
 
     def do_POST(self) -> None:
@@ -1267,7 +1218,7 @@ def block_actions(
         response_url=response_url,
         is_ephemeral=is_ephemeral,
     )
-    return urlencode({"payload": json.dumps(payload)})
+    return interaction_body(payload)
 
 
 def block_actions_payload(
@@ -1332,8 +1283,81 @@ def interaction_body(payload: Mapping[str, Any]) -> str:
     return urlencode({"payload": json.dumps(payload)})
 
 
-class SlackSender:
-    """Slack's side of the app's request URL: signed events, commands and clicks over HTTP.
+class _SlackSide:
+    """What a person does in Slack, as Slack delivers it to the app; subclasses choose the
+    transport (signed HTTP requests, or Socket Mode envelopes)."""
+
+    fake: FakeSlackAPI
+
+    def deliver(self, envelope: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def _interaction(self, payload: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def _command(self, fields: Mapping[str, str]) -> Any:
+        raise NotImplementedError
+
+    def mention(
+        self,
+        channel: str,
+        question: str,
+        *,
+        user: str = "U0CUSTOMER",
+        thread_ts: str | None = None,
+        shared: bool = False,
+    ) -> tuple[dict[str, Any], dict[str, Any], Any]:
+        """A person mentions the bot: (message, envelope, what delivering it returned)."""
+        msg = self.fake.user_message(
+            channel, f"{self.fake.workspace.mention} {question}", user=user, thread_ts=thread_ts
+        )
+        envelope = event_callback(
+            app_mention(msg), self.fake.workspace, is_ext_shared_channel=shared
+        )
+        return msg, envelope, self.deliver(envelope)
+
+    def click(
+        self,
+        message: Mapping[str, Any],
+        label: str,
+        *,
+        channel: str,
+        user: str = "U0CUSTOMER",
+        is_ephemeral: bool = False,
+    ) -> tuple[str, Any]:
+        """A person clicks button `label` of a message: (its response_url, what sending
+        the click returned)."""
+        response_url = self.fake.new_response_url()
+        payload = block_actions_payload(
+            self.fake.workspace,
+            message=message,
+            channel=channel,
+            user=user,
+            label=label,
+            response_url=response_url,
+            is_ephemeral=is_ephemeral,
+        )
+        return response_url, self._interaction(payload)
+
+    def command(
+        self, channel: str, text: str, *, user: str = "U0AGENT", command: str = "/ask"
+    ) -> tuple[str, Any]:
+        """A slash command: (its response_url, what sending it returned)."""
+        response_url = self.fake.new_response_url()
+        fields = slash_command_fields(
+            self.fake.workspace,
+            channel=channel,
+            user=user,
+            text=text,
+            response_url=response_url,
+            command=command,
+        )
+        return response_url, self._command(fields)
+
+
+class SlackSender(_SlackSide):
+    """Slack's side of the app's request URL: signed events, commands and clicks over HTTP;
+    each method returns the httpx.Response.
 
     `sign` is the signing function (the server tests pass the harness's); `app_url` is the
     server's base URL, and every request goes to `{app_url}{path}` like Slack's deliveries.
@@ -1387,23 +1411,11 @@ class SlackSender:
         """POST an Events API envelope."""
         return self.post(json.dumps(envelope), retry_num=retry_num, **kwargs)
 
-    def mention(
-        self,
-        channel: str,
-        question: str,
-        *,
-        user: str = "U0CUSTOMER",
-        thread_ts: str | None = None,
-        shared: bool = False,
-    ) -> tuple[dict[str, Any], dict[str, Any], Any]:
-        """A person mentions the bot: (message, envelope, response)."""
-        msg = self.fake.user_message(
-            channel, f"{self.fake.workspace.mention} {question}", user=user, thread_ts=thread_ts
-        )
-        envelope = event_callback(
-            app_mention(msg), self.fake.workspace, is_ext_shared_channel=shared
-        )
-        return msg, envelope, self.deliver(envelope)
+    def _interaction(self, payload: Mapping[str, Any]) -> Any:
+        return self.post(interaction_body(payload), content_type=FORM)
+
+    def _command(self, fields: Mapping[str, str]) -> Any:
+        return self.post(urlencode(fields), content_type=FORM)
 
     def direct_message(
         self,
@@ -1418,45 +1430,8 @@ class SlackSender:
         envelope = event_callback(message_event(msg, channel_type="im"), self.fake.workspace)
         return msg, envelope, self.deliver(envelope)
 
-    def command(
-        self, channel: str, text: str, *, user: str = "U0AGENT", command: str = "/ask"
-    ) -> tuple[str, Any]:
-        """A slash command: (its response_url, response)."""
-        response_url = self.fake.new_response_url()
-        body = slash_command(
-            self.fake.workspace,
-            channel=channel,
-            user=user,
-            text=text,
-            response_url=response_url,
-            command=command,
-        )
-        return response_url, self.post(body, content_type="application/x-www-form-urlencoded")
 
-    def click(
-        self,
-        message: Mapping[str, Any],
-        label: str,
-        *,
-        channel: str,
-        user: str = "U0CUSTOMER",
-        is_ephemeral: bool = False,
-    ) -> tuple[str, Any]:
-        """A person clicks button `label` of a message: (its response_url, response)."""
-        response_url = self.fake.new_response_url()
-        body = block_actions(
-            self.fake.workspace,
-            message=message,
-            channel=channel,
-            user=user,
-            label=label,
-            response_url=response_url,
-            is_ephemeral=is_ephemeral,
-        )
-        return response_url, self.post(body, content_type="application/x-www-form-urlencoded")
-
-
-class SocketModeSender:
+class SocketModeSender(_SlackSide):
     """Slack's side of a Socket Mode connection: events, clicks and commands pushed as
     envelopes over the app's websocket (no signatures: the connection is authenticated).
     Methods return envelope ids; `fake.wait_ack(envelope_id)` has the app's answer."""
@@ -1468,58 +1443,12 @@ class SocketModeSender:
         """Push an Events API envelope (a redelivery carries `retry_attempt`)."""
         return self.fake.push("events_api", envelope, retry_attempt=retry_attempt)
 
-    def mention(
-        self,
-        channel: str,
-        question: str,
-        *,
-        user: str = "U0CUSTOMER",
-        thread_ts: str | None = None,
-    ) -> tuple[dict[str, Any], dict[str, Any], str]:
-        """A person mentions the bot: (message, Events API envelope, envelope id)."""
-        msg = self.fake.user_message(
-            channel, f"{self.fake.workspace.mention} {question}", user=user, thread_ts=thread_ts
-        )
-        envelope = event_callback(app_mention(msg), self.fake.workspace)
-        return msg, envelope, self.deliver(envelope)
+    def _interaction(self, payload: Mapping[str, Any]) -> str:
+        return self.fake.push("interactive", payload)
 
-    def click(
-        self,
-        message: Mapping[str, Any],
-        label: str,
-        *,
-        channel: str,
-        user: str = "U0CUSTOMER",
-        is_ephemeral: bool = False,
-    ) -> tuple[str, str]:
-        """A person clicks button `label` of a message: (its response_url, envelope id)."""
-        response_url = self.fake.new_response_url()
-        payload = block_actions_payload(
-            self.fake.workspace,
-            message=message,
-            channel=channel,
-            user=user,
-            label=label,
-            response_url=response_url,
-            is_ephemeral=is_ephemeral,
-        )
-        return response_url, self.fake.push("interactive", payload)
-
-    def command(
-        self, channel: str, text: str, *, user: str = "U0AGENT", command: str = "/ask"
-    ) -> tuple[str, str]:
-        """A slash command: (its response_url, envelope id). Slack lets the ack carry the
-        immediate response (`accepts_response_payload`)."""
-        response_url = self.fake.new_response_url()
-        fields = slash_command_fields(
-            self.fake.workspace,
-            channel=channel,
-            user=user,
-            text=text,
-            response_url=response_url,
-            command=command,
-        )
-        return response_url, self.fake.push("slash_commands", fields, accepts_response_payload=True)
+    def _command(self, fields: Mapping[str, str]) -> str:
+        # Slack lets the ack carry the immediate response (`accepts_response_payload`).
+        return self.fake.push("slash_commands", fields, accepts_response_payload=True)
 
 
 # --- Reading what the app did: its Slack messages and its audit records ---------------

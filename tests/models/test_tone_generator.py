@@ -16,10 +16,10 @@ from bot.verify import citations, split_sentences, verify_draft
 from models.base import DraftRequest, Generator, Snippet
 from models.template import TemplateGenerator
 from models.tone import guard
-from models.tone.base_model import file_sha256
 from models.tone.evaluate import passages_of
 from models.tone.generator import ADAPTER_WEIGHTS, ToneGenerator
 from models.tone.prompt import shown
+from retrieval.embedding import file_sha256
 from retrieval.types import Audience
 from tests.conftest import link_models
 from tests.models.conftest import SHIPPED_ADAPTER, link_tone_model

@@ -17,7 +17,6 @@ from models.base import DraftRequest, Snippet
 from models.tone.base_model import (
     SMOLLM2,
     SOURCE_FILE,
-    file_sha256,
     load_base,
     packaged_gguf,
     resolve_base,
@@ -26,6 +25,7 @@ from models.tone.data import HELDOUT_FILE, TRAIN_FILE, data_sha256, load_example
 from models.tone.errors import ToneModelError
 from models.tone.generator import ADAPTER_WEIGHTS, MANIFEST, read_manifest
 from models.tone.prompt import MAX_FACT_CHARS, SYSTEM, messages, prompt_ids, shown
+from retrieval.embedding import file_sha256
 from retrieval.types import Audience
 from tests.models.conftest import SHIPPED_ADAPTER
 

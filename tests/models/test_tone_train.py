@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
 from bot.cli import main
-from models.tone.base_model import file_sha256
 from models.tone.data import TRAIN_FILE, data_sha256
 from models.tone.generator import ADAPTER_WEIGHTS, MANIFEST, ToneGenerator
 from models.tone.train import CHECKPOINT, TrainConfig, train
+from retrieval.embedding import file_sha256
 from tests.models.conftest import link_tone_model
 
 CONFIG = replace(TrainConfig(), batch_size=2, max_steps=2, checkpoint_every=1)
@@ -80,36 +81,26 @@ def test_cli_trains_and_writes_the_adapter_with_its_manifest(
 def test_an_interrupted_run_resumes_to_the_same_adapter(tiny, tmp_path, tone_base):
     """Stopping after one step and running again continues from the checkpoint, and ends
     with exactly the adapter an uninterrupted run writes (same seed, same data order)."""
-    straight = train(
-        tone_base,
-        tiny,
-        heldout_file=None,
-        out_dir=tmp_path / "a",
-        work_dir=tmp_path / "work-a",
-        config=CONFIG,
-    )
+
+    def run(name: str, stop_after: int | None = None) -> Any:
+        return train(
+            tone_base,
+            tiny,
+            heldout_file=None,
+            out_dir=tmp_path / name,
+            work_dir=tmp_path / f"work-{name}",
+            config=CONFIG,
+            stop_after=stop_after,
+        )
+
+    straight = run("a")
     assert straight is not None
     assert straight.resumed_from == 0
-    stopped = train(
-        tone_base,
-        tiny,
-        heldout_file=None,
-        out_dir=tmp_path / "b",
-        work_dir=tmp_path / "work-b",
-        config=CONFIG,
-        stop_after=1,
-    )
+    stopped = run("b", stop_after=1)
     assert stopped is None
     assert not (tmp_path / "b").exists()  # no adapter until the run is complete
     assert len(list((tmp_path / "work-b").glob(f"*/{CHECKPOINT}"))) == 1
-    resumed = train(
-        tone_base,
-        tiny,
-        heldout_file=None,
-        out_dir=tmp_path / "b",
-        work_dir=tmp_path / "work-b",
-        config=CONFIG,
-    )
+    resumed = run("b")
     assert resumed is not None
     assert resumed.resumed_from == 1
     assert resumed.losses == straight.losses
