@@ -26,12 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from models.tone.base_model import SMOLLM2, resolve_base
 from models.tone.data import HELDOUT_FILE, TRAIN_FILE, load_examples
-from models.tone.evaluate import (
-    evaluate_generator,
-    evaluate_references,
-    evaluate_template,
-    table,
-)
+from models.tone.evaluate import compare, table
 from models.tone.generator import ToneGenerator
 
 ADAPTER = Path(__file__).resolve().parents[1] / "models" / "tone" / "adapter"
@@ -118,9 +113,6 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
     args = parser.parse_args()
 
-    import torch
-
-    torch.set_num_threads(2)
     figures: dict[str, object] = {
         "cpu_count": os.cpu_count(),
         "load_average_at_start": os.getloadavg(),
@@ -139,20 +131,11 @@ def main() -> None:
         )
 
         examples = load_examples(HELDOUT_FILE)[: args.limit]
-        embedder = None
-        if not args.no_verify:
-            from retrieval.embedding import MiniLMEmbedder
-
-            embedder = MiniLMEmbedder(Path(tmp) / "models")
-            embedder.warm_up()
         tuned = ToneGenerator(SMOLLM2, cache, ADAPTER, time_budget_s=60.0)
         untuned = ToneGenerator(SMOLLM2, cache, None, time_budget_s=60.0)
-        results = {
-            "tuned": evaluate_generator(tuned, examples, embedder),
-            "untuned": evaluate_generator(untuned, examples, embedder),
-            "template": evaluate_template(examples, embedder),
-        }
-        references = evaluate_references(examples, embedder)
+        results, references = compare(
+            examples, tuned, untuned, embedding_cache=None if args.no_verify else cache
+        )
         print(f"\nheld-out examples: {len(examples)}")
         print(table(results))
         print(f"references (held-out replies as written): {references}")

@@ -14,12 +14,16 @@ import click
 from bot.audit.cli import audit
 from bot.demo import format_reply, play
 from bot.errors import InputError, SupportbotError, friendly_errors
-from bot.factory import build_orchestrator, build_retriever, build_store, ingest_policies
+from bot.factory import (
+    build_orchestrator,
+    build_retriever,
+    ingest_policies,
+    require_index,
+)
 from bot.messages import Message
 from bot.orchestrator import Orchestrator
 from bot.settings import Settings, load_settings
 from models.tone.cli import tone
-from retrieval.errors import StoreError
 from retrieval.types import Audience, Turn
 
 
@@ -44,20 +48,9 @@ def read_history(path: Path | None, text: tuple[str, ...]) -> list[Turn]:
     return [Turn(t["role"], t["text"]) for t in raw] + turns
 
 
-def require_index(settings: Settings) -> None:
-    """Refuse to run on a missing or empty index: every question would find nothing."""
-    # Checked before opening: opening the store would create an empty index.
-    if not settings.index_dir.exists():
-        raise StoreError(f"no index at {settings.index_dir}: run `supportbot ingest` first")
-    if build_store(settings).count() == 0:
-        raise StoreError(
-            f"the index at {settings.index_dir} is empty: run `supportbot ingest` first"
-        )
-
-
 def ready_bot(settings: Settings) -> Orchestrator:
-    require_index(settings)
     bot = build_orchestrator(settings)
+    require_index(settings, bot.retriever.store)
     bot.warm_up()
     return bot
 
@@ -159,8 +152,8 @@ def search(
     as_json: bool,
 ) -> None:
     """Print the passages that best answer QUESTION, best first."""
-    require_index(settings)
     retriever = build_retriever(settings)
+    require_index(settings, retriever.store)
     if top_k:
         retriever.top_k = top_k
     history = read_history(history_file, history_text)

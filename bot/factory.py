@@ -14,7 +14,9 @@ from models.base import Generator
 from models.template import TemplateGenerator
 from retrieval.archive import VersionArchive
 from retrieval.embedding import MiniLMEmbedder
+from retrieval.errors import StoreError
 from retrieval.ingest import IngestReport, ingest_folder
+from retrieval.loading import FORMATS
 from retrieval.rerankers.base import Reranker
 from retrieval.rerankers.fusion import FusionReranker
 from retrieval.search import Retriever
@@ -36,6 +38,17 @@ def build_store(settings: Settings) -> PolicyStore:
 
 def build_archive(settings: Settings) -> VersionArchive:
     return VersionArchive(settings.archive_dir)
+
+
+def require_index(settings: Settings, store: PolicyStore) -> None:
+    """Refuse a missing or empty index: every question would find nothing."""
+    # Checked before the store is opened: opening it would create an empty index.
+    if not settings.index_dir.exists():
+        raise StoreError(f"no index at {settings.index_dir}: run `supportbot ingest` first")
+    if store.count() == 0:
+        raise StoreError(
+            f"the index at {settings.index_dir} is empty: run `supportbot ingest` first"
+        )
 
 
 def _cohere_key(settings: Settings, wanted_by: str) -> str:
@@ -129,7 +142,7 @@ def published_contacts(settings: Settings) -> frozenset[str]:
     return contacts_in(
         p.read_text(encoding="utf-8", errors="replace")
         for p in files
-        if p.suffix.lower() in {".md", ".markdown", ".txt", ".html", ".htm"}
+        if p.suffix.lower() in FORMATS
     )
 
 

@@ -164,7 +164,7 @@ def verify(
         return Verified(draft.text, Outcome(request.kind), (), None, action, request.handoff)
     verdict = verify_draft(draft.text, composed.passages, embedder, min_similarity=min_similarity)
     action = "sent as drafted"
-    if not verdict.all_supported and not draft.generator.startswith(fallback.name):
+    if not verdict.all_supported and not draft.plain:
         plain = fallback.write(request)
         plain_verdict = verify_draft(
             plain.text, composed.passages, embedder, min_similarity=min_similarity
@@ -178,9 +178,8 @@ def verify(
         action = f"dropped {failed} unsupported sentence{'s' * (failed != 1)}"
     if _claims(verdict) == 0:
         # Nothing checkable survived: say so honestly instead of sending fragments.
-        abstain = DraftRequest("abstain", request.question, request.audience, handoff=True)
         return Verified(
-            fallback.write(abstain).text,
+            fallback.write(request.abstention()).text,
             Outcome.ABSTAIN,
             (),
             verdict,

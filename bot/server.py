@@ -29,12 +29,11 @@ import structlog
 from aiohttp import web
 
 from bot.errors import ConfigError, SupportbotError
-from bot.factory import build_orchestrator
+from bot.factory import build_orchestrator, require_index
 from bot.messages import Message, Outcome, Reply
 from bot.metrics import Metrics
 from bot.orchestrator import Orchestrator
 from bot.settings import Settings
-from retrieval.errors import StoreError
 
 log = structlog.get_logger("supportbot.server")
 
@@ -79,6 +78,7 @@ class BotRuntime:
         self.problem: str | None = "starting: loading models"  # None once ready
         self._ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.metrics.ready.set_function(lambda: float(self.ready))
 
     @property
     def ready(self) -> bool:
@@ -87,7 +87,6 @@ class BotRuntime:
     def mark_ready(self) -> None:
         self.problem = None
         self._ready.set()
-        self.metrics.ready.set(1)
 
     async def wait_ready(self, timeout: float) -> bool:
         try:
@@ -149,7 +148,6 @@ class BotRuntime:
     async def drain(self, grace_s: float) -> None:
         """Stop taking work; wait up to `grace_s` for answers in flight, cancel the rest."""
         self.accepting = False
-        self.metrics.ready.set(0)
         pending = set(self._tasks)
         if pending:
             log.info("waiting for answers in flight", count=len(pending), grace_s=grace_s)
@@ -171,11 +169,8 @@ _WARMUP = web.AppKey("warmup", asyncio.Task[None])
 def _warm(settings: Settings, orchestrator: Orchestrator | None) -> Orchestrator:
     """Load the models and open the store (blocking: runs in a thread)."""
     bot = orchestrator if orchestrator is not None else build_orchestrator(settings)
+    require_index(settings, bot.retriever.store)
     bot.warm_up()
-    if bot.retriever.store.count() == 0:
-        raise StoreError(
-            f"the index at {settings.index_dir} is empty: run `supportbot ingest` first"
-        )
     return bot
 
 

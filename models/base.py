@@ -34,6 +34,10 @@ class DraftRequest:
     options: tuple[str, ...] = ()  # clarify: the topics the question could be about
     handoff: bool = False  # abstain: whether a person will follow up
 
+    def abstention(self) -> DraftRequest:
+        """The same question, abstained on and handed to a person (nothing to word)."""
+        return DraftRequest("abstain", self.question, self.audience, handoff=True)
+
 
 @dataclass(frozen=True, slots=True)
 class Draft:
@@ -41,6 +45,7 @@ class Draft:
 
     text: str
     generator: str  # name (and version) of what wrote it, for the audit record
+    plain: bool = False  # worded by the plain template (itself, or standing in for a model)
 
 
 class Generator(Protocol):

@@ -20,14 +20,11 @@ from typing import Any
 import httpx
 
 from bot.errors import ConfigError
-from bot.verify import split_sentences
+from bot.verify import split_sentences, strip_citations
 from models.base import Draft, DraftRequest
 from models.template import TemplateGenerator
 from models.tone import guard
-from models.tone.prompt import SYSTEM, clean, shown, without_instructions
-
-_MARKER = re.compile(r"\s*\[\d+(?:\s*[,;]\s*\d+)*\]")
-_MAX_DETAIL_CHARS = 160
+from models.tone.prompt import SYSTEM, plain_fallback, shown
 
 
 class CohereChatGenerator:
@@ -99,12 +96,11 @@ class CohereChatGenerator:
 
     def write(self, request: DraftRequest) -> Draft:
         """Cohere's cited answer, or the plain wording (and why) when it cannot be used."""
-        seen = shown(request)
         if request.kind != "answer":
             return self.plain.write(request)
+        seen = shown(request)
         if not seen.snippets:
-            abstain = DraftRequest("abstain", request.question, request.audience, handoff=True)
-            return self._fallback(abstain, "no facts to word")
+            return self._fallback(request.abstention(), "no facts to word")
         self.warm_up()
         try:
             response = self._client.chat(
@@ -122,39 +118,26 @@ class CohereChatGenerator:
             )
             text = cite(response, [s.source for s in seen.snippets])
         except Exception as exc:  # noqa: BLE001 - SDK, transport or shape: plain wording
-            return self._fallback(request, f"cohere unavailable: {self._describe(exc)}")
+            from retrieval.rerankers.cohere import describe_failure
+
+            failure = describe_failure(
+                exc, api_key=self._api_key, timeout_s=self.timeout_s, base_url=self.base_url
+            )
+            return self._fallback(request, f"cohere unavailable: {failure}")
         found = guard.problems(seen, text)
         if found:
             return self._fallback(request, f"cohere reply rejected: {found[0]}")
         return Draft(text, self.name)
 
     def _fallback(self, request: DraftRequest, why: str) -> Draft:
-        # The plain wording quotes the facts whole, but never one that addresses the assistant.
-        return Draft(self.plain.write(without_instructions(request)).text, f"template ({why})")
-
-    def _describe(self, exc: BaseException) -> str:
-        from cohere.core.api_error import ApiError
-
-        if isinstance(exc, ApiError) and exc.status_code is not None and exc.status_code < 300:
-            text = f"malformed response (HTTP {exc.status_code}, unreadable body)"
-        elif isinstance(exc, ApiError):
-            detail = exc.body.get("message", "") if isinstance(exc.body, dict) else ""
-            text = f"HTTP {exc.status_code}" + (f": {detail}" if detail else "")
-        elif isinstance(exc, httpx.TimeoutException):
-            text = f"no answer within {self.timeout_s}s"
-        elif isinstance(exc, httpx.TransportError):
-            text = f"cannot reach {self.base_url or 'api.cohere.com'}"
-        else:
-            text = f"malformed response ({type(exc).__name__})"
-        # Error bodies come from the network; a proxy could echo the Authorization header.
-        text = " ".join(text.replace(self._api_key, "***").split())
-        return text[:_MAX_DETAIL_CHARS]
+        return plain_fallback(self.plain, request, why)
 
 
-def _ask(request: DraftRequest) -> str:
+def _ask(seen: DraftRequest) -> str:
+    """The user turn for a request as `shown` (question already cleaned and cut)."""
     return (
-        f"Audience: {request.audience.value}\n"
-        f"Question: {clean(request.question, 300) or '(none)'}\n"
+        f"Audience: {seen.audience.value}\n"
+        f"Question: {seen.question or '(none)'}\n"
         "Answer from the documents only."
     )
 
@@ -186,6 +169,6 @@ def cite(response: Any, sources: list[int]) -> str:
         stop = start + len(sentence) if start >= 0 else offset
         numbers = sorted({n for end, n in spans if offset < end <= stop or (end == 0 == offset)})
         offset = max(stop, offset)
-        body = _MARKER.sub("", sentence).rstrip()
+        body = strip_citations(sentence)
         out.append(body + "".join(f" [{n}]" for n in numbers))
     return " ".join(s for s in out if s)

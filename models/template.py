@@ -82,4 +82,4 @@ class TemplateGenerator:
                 _ABSTAIN[request.audience],
                 _HANDOFF[request.audience] if request.handoff else _NO_HANDOFF,
             ]
-        return Draft("\n\n".join(p for p in parts if p), self.name)
+        return Draft("\n\n".join(p for p in parts if p), self.name, plain=True)

@@ -25,7 +25,7 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 import aiohttp
@@ -70,7 +70,7 @@ from bot.adapters.slack_blocks import (
     reply_blocks,
     shared_blocks,
 )
-from bot.errors import AuditError, SupportbotError
+from bot.errors import SupportbotError
 from bot.messages import Message, Outcome, Reply
 from bot.server import BotRuntime
 from bot.settings import Settings
@@ -137,9 +137,6 @@ class TTLCache(Generic[K, V]):
             return False
         self.put(key, value)
         return True
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 @dataclass
@@ -401,12 +398,13 @@ class SlackAdapter:
         app.event("app_mention")(self._on_mention)
         app.event("message")(self._on_message)
         app.command("/ask")(self._on_ask)
-        app.action(HELPFUL)(self._on_feedback)
-        app.action(NOT_HELPFUL)(self._on_feedback)
-        app.action(TALK_TO_PERSON)(self._on_talk_to_person)
-        app.action(SHARE)(self._on_share)
+        feedback = self._button(self._feedback, "slack-feedback")
+        app.action(HELPFUL)(feedback)
+        app.action(NOT_HELPFUL)(feedback)
+        app.action(TALK_TO_PERSON)(self._button(self._talk_to_person, "slack-handoff"))
+        app.action(SHARE)(self._button(self._share, "slack-share"))
         # Anything else is acknowledged and ignored (no "unhandled request" 404s or logs).
-        app.action(re.compile(".*"))(self._on_unknown_action)
+        app.action(re.compile(".*"))(self._ack_only)
         app.command(re.compile(".*"))(self._on_unknown_command)
         app.event(re.compile(".*"))(self._ack_only)
         app.error(self._on_error)
@@ -496,11 +494,11 @@ class SlackAdapter:
             await self._notice(channel, thread_ts, None, NEEDS_TEXT)
             return
         placeholder = await self._working(channel, thread_ts, assistant=assistant)
-        reply: Reply | None = None
-        try:
+
+        async def message() -> Message:
             history = await self._history(channel, thread_ts, ts) if thread_ts != ts else ()
             audience = await self.audience(channel)
-            message = Message(
+            return Message(
                 text,
                 history,
                 audience,
@@ -509,17 +507,53 @@ class SlackAdapter:
                 user=user,
                 thread=thread_ts,
             )
-            reply = await self.runtime.answer(message)
-            answered = Answered(reply, text, user, channel, thread_ts, audience)
+
+        async def show(blocks: list[dict[str, Any]], shown: str) -> None:
+            await self._post(channel, thread_ts, placeholder, blocks, shown)
+
+        await self._respond(
+            Answered(_failure_reply(), text, user, channel, thread_ts, Audience.CUSTOMER),
+            message,
+            show,
+            started,
+        )
+
+    async def _respond(
+        self,
+        asked: Answered,
+        message: Callable[[], Awaitable[Message]],
+        show: Callable[[list[dict[str, Any]], str], Awaitable[None]],
+        started: float,
+    ) -> None:
+        """Answer what `asked` describes (its reply a placeholder until there is one), show
+        the answer with `show`, and hand off if the bot could not answer. On any failure the
+        asker is told (with `show`) and a person is brought in."""
+        answered = asked
+        try:
+            msg = await message()
+            reply = await self.runtime.answer(msg)
+            answered = replace(asked, reply=reply, audience=msg.audience)
             self._replies.put(reply.audit_id, answered)
-            await self._post(channel, thread_ts, placeholder, reply_blocks(reply), reply.text)
+            await show(reply_blocks(reply, share=asked.private), reply.text)
             self.metrics.reply_seconds.labels(platform=PLATFORM).observe(
                 time.perf_counter() - started
             )
             if reply.handoff:
                 await self._handoff(answered, trigger=f"Bot could not answer ({reply.outcome})")
-        except Exception as exc:  # noqa: BLE001 - the thread hears about any failure
-            await self._failed(event, thread_ts, placeholder, reply, exc)
+        except Exception as exc:  # noqa: BLE001 - the asker hears about any failure
+            self.metrics.errors.labels(platform=PLATFORM, kind="reply").inc()
+            log.error(
+                "slack reply failed",
+                channel=asked.channel,
+                thread=asked.thread_ts,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            # Recorded as a customer's question: in doubt, never an internal audience.
+            failed = replace(answered, audience=Audience.CUSTOMER)
+            escalated = await self._handoff(failed, trigger="Bot failed to reply")
+            text = FAILED if escalated else FAILED_NO_ESCALATION
+            with contextlib.suppress(SlackCallError):  # logged and counted by _api
+                await show(notice_blocks(text), text)
 
     async def _working(self, channel: str, thread_ts: str, *, assistant: bool) -> str | None:
         """Show the user we are on it: the assistant panel's status line, or a placeholder
@@ -574,34 +608,6 @@ class SlackAdapter:
     ) -> None:
         with contextlib.suppress(SlackCallError):  # logged and counted by _api
             await self._post(channel, thread_ts, placeholder, notice_blocks(text), text)
-
-    async def _failed(
-        self,
-        event: dict[str, Any],
-        thread_ts: str,
-        placeholder: str | None,
-        reply: Reply | None,
-        exc: Exception,
-    ) -> None:
-        """Say in the thread that answering failed, and bring in a person."""
-        self.metrics.errors.labels(platform=PLATFORM, kind="reply").inc()
-        log.error(
-            "slack reply failed",
-            channel=event["channel"],
-            ts=event["ts"],
-            error=f"{type(exc).__name__}: {exc}",
-        )
-        answered = Answered(
-            reply or _failure_reply(),
-            str(event.get("text") or ""),
-            event["user"],
-            event["channel"],
-            thread_ts,
-            Audience.CUSTOMER,
-        )
-        escalated = await self._handoff(answered, trigger="Bot failed to reply")
-        text = FAILED if escalated else FAILED_NO_ESCALATION
-        await self._notice(event["channel"], thread_ts, placeholder, text)
 
     # -- what a question needs: history, audience --
 
@@ -672,31 +678,16 @@ class SlackAdapter:
         channel = str(command.get("channel_id") or "")
         user = str(command.get("user_id") or "")
         response_url = str(command.get("response_url") or "")
-        reply: Reply | None = None
-        try:
+
+        async def message() -> Message:
             audience = await self.audience(channel)
-            message = Message(question, (), audience, platform=PLATFORM, channel=channel, user=user)
-            reply = await self.runtime.answer(message)
-            answered = Answered(reply, question, user, channel, "", audience, private=True)
-            self._replies.put(reply.audit_id, answered)
-            await self._ephemeral(
-                response_url, channel, user, reply_blocks(reply, share=True), reply.text
-            )
-            self.metrics.reply_seconds.labels(platform=PLATFORM).observe(
-                time.perf_counter() - started
-            )
-            if reply.handoff:
-                await self._handoff(answered, trigger=f"Bot could not answer ({reply.outcome})")
-        except Exception as exc:  # noqa: BLE001 - the asker hears about any failure
-            self.metrics.errors.labels(platform=PLATFORM, kind="reply").inc()
-            log.error("slack /ask failed", channel=channel, error=f"{type(exc).__name__}: {exc}")
-            answered = Answered(
-                reply or _failure_reply(), question, user, channel, "", Audience.CUSTOMER, True
-            )
-            escalated = await self._handoff(answered, trigger="Bot failed to reply")
-            text = FAILED if escalated else FAILED_NO_ESCALATION
-            with contextlib.suppress(SlackCallError):  # logged and counted
-                await self._ephemeral(response_url, channel, user, notice_blocks(text), text)
+            return Message(question, (), audience, platform=PLATFORM, channel=channel, user=user)
+
+        async def show(blocks: list[dict[str, Any]], shown: str) -> None:
+            await self._ephemeral(response_url, channel, user, blocks, shown)
+
+        asked = Answered(_failure_reply(), question, user, channel, "", Audience.CUSTOMER, True)
+        await self._respond(asked, message, show, started)
 
     async def _ephemeral(
         self,
@@ -747,92 +738,81 @@ class SlackAdapter:
 
     # -- buttons --
 
-    def _clicked(self, body: dict[str, Any]) -> tuple[str, str, str, str, Answered | None]:
-        """(action id, user, channel, response_url, the reply it is about or None)."""
-        actions = body.get("actions") or [{}]
-        action = actions[0] if isinstance(actions[0], dict) else {}
-        value = str(action.get("value") or "")
-        user = str((body.get("user") or {}).get("id") or "")
-        channel = str((body.get("channel") or {}).get("id") or "")
-        answered = self._replies.get(value) if _AUDIT_ID.match(value) else None
-        return (
-            str(action.get("action_id") or ""),
-            user,
-            channel,
-            body.get("response_url", ""),
-            answered,
-        )
+    def _button(
+        self, work: Callable[[Click, Answered], Awaitable[None]], name: str
+    ) -> Callable[[AsyncAck, dict[str, Any]], Awaitable[None]]:
+        """A button's listener: acknowledge at once, then do `work` in the background on
+        the reply the button belongs to (or tell the person we no longer know it)."""
 
-    def _thread_of(self, body: dict[str, Any]) -> str | None:
-        container = body.get("container") or {}
-        thread = container.get("thread_ts") or (body.get("message") or {}).get("thread_ts")
-        return str(thread) if thread else None
+        async def clicked(body: dict[str, Any]) -> None:
+            click = Click.of(body)
+            answered = self._replies.get(click.value) if _AUDIT_ID.match(click.value) else None
+            if answered is None:
+                await self._tell(click, UNKNOWN_REPLY)
+            else:
+                await work(click, answered)
 
-    async def _tell(self, body: dict[str, Any], text: str) -> None:
+        async def listener(ack: AsyncAck, body: dict[str, Any]) -> None:
+            await ack()
+            self.runtime.spawn(clicked(body), name=name)
+
+        return listener
+
+    async def _tell(self, click: Click, text: str) -> None:
         """An ephemeral note to whoever clicked."""
-        _, user, channel, response_url, _ = self._clicked(body)
         with contextlib.suppress(SlackCallError):  # logged and counted
             await self._ephemeral(
-                response_url,
-                channel,
-                user,
+                click.response_url,
+                click.channel,
+                click.user,
                 notice_blocks(text),
                 text,
-                thread_ts=self._thread_of(body),
+                thread_ts=click.thread_ts,
             )
 
-    async def _on_feedback(self, ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
-        self.runtime.spawn(self._feedback(body), name="slack-feedback")
-
-    async def _feedback(self, body: dict[str, Any]) -> None:
-        action_id, user, _, _, answered = self._clicked(body)
-        if answered is None:
-            await self._tell(body, UNKNOWN_REPLY)
-            return
-        if user in answered.feedback_from:
-            await self._tell(body, "You already told us about this answer. Thank you!")
-            return
-        answered.feedback_from.add(user)
-        value = FEEDBACK_VALUES[action_id]
+    async def _record(self, kind: str, answered: Answered, user: str | None, **fields: Any) -> bool:
+        """Record what happened to a reply (by `user`, else its asker); False (counted and
+        logged) if it could not be recorded."""
         try:
             await self.runtime.record(
-                "feedback", answered.reply.audit_id, answered.message(user), value=value
+                kind, answered.reply.audit_id, answered.message(user), **fields
             )
-        except AuditError as exc:
-            answered.feedback_from.discard(user)
+        except SupportbotError as exc:
             self.metrics.errors.labels(platform=PLATFORM, kind="audit").inc()
-            log.error("feedback not recorded", error=str(exc))
-            await self._tell(body, "Sorry, I couldn't save your feedback. Please try again later.")
+            log.error(f"{kind} not recorded", error=str(exc))
+            return False
+        return True
+
+    async def _feedback(self, click: Click, answered: Answered) -> None:
+        if click.user in answered.feedback_from:
+            await self._tell(click, "You already told us about this answer. Thank you!")
+            return
+        answered.feedback_from.add(click.user)
+        value = FEEDBACK_VALUES[click.action_id]
+        if not await self._record("feedback", answered, click.user, value=value):
+            answered.feedback_from.discard(click.user)
+            await self._tell(click, "Sorry, I couldn't save your feedback. Please try again later.")
             return
         thanks = "Thanks, glad it helped!" if value == "helpful" else "Thanks for telling us."
         if value != "helpful" and not answered.handed_off:
             thanks += " If you still need help, press *Talk to a person*."
-        await self._tell(body, thanks)
+        await self._tell(click, thanks)
 
-    async def _on_talk_to_person(self, ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
-        self.runtime.spawn(self._talk_to_person(body), name="slack-handoff")
-
-    async def _talk_to_person(self, body: dict[str, Any]) -> None:
-        _, user, channel, _, answered = self._clicked(body)
-        if answered is None:
-            await self._tell(body, UNKNOWN_REPLY)
-            return
+    async def _talk_to_person(self, click: Click, answered: Answered) -> None:
         if answered.handed_off:
-            await self._tell(body, "A person on our team has already been asked to help.")
+            await self._tell(click, "A person on our team has already been asked to help.")
             return
-        if channel and not answered.thread_ts and not answered.private:
-            answered.thread_ts = self._thread_of(body) or ""
-        escalated = await self._handoff(answered, trigger="Asked for a person", by=user)
+        if click.channel and not answered.thread_ts and not answered.private:
+            answered.thread_ts = click.thread_ts or ""
+        escalated = await self._handoff(answered, trigger="Asked for a person", by=click.user)
         if not escalated:
             await self._tell(
-                body, "Sorry, I couldn't reach our team from here. Please contact support."
+                click, "Sorry, I couldn't reach our team from here. Please contact support."
             )
             return
         text = "I've asked a person on our team to help. They'll reply here."
         if answered.private or not answered.thread_ts:
-            await self._tell(body, text)
+            await self._tell(click, text)
             return
         try:
             await self._api(
@@ -842,47 +822,30 @@ class SlackAdapter:
                 ),
             )
         except SlackCallError:
-            await self._tell(body, text)
+            await self._tell(click, text)
 
-    async def _on_share(self, ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
-        self.runtime.spawn(self._share(body), name="slack-share")
-
-    async def _share(self, body: dict[str, Any]) -> None:
-        _, user, channel, response_url, answered = self._clicked(body)
-        if answered is None:
-            await self._tell(body, UNKNOWN_REPLY)
-            return
-        target = answered.channel or channel
+    async def _share(self, click: Click, answered: Answered) -> None:
+        target = answered.channel or click.channel
         try:
             posted = await self._api(
                 "chat.postMessage",
                 self.client.chat_postMessage(
                     channel=target,
                     text=notification_text(answered.reply.text),
-                    blocks=shared_blocks(answered.reply, user),
+                    blocks=shared_blocks(answered.reply, click.user),
                 ),
             )
         except SlackCallError:
-            await self._tell(body, "Sorry, I couldn't post the answer in this channel.")
+            await self._tell(click, "Sorry, I couldn't post the answer in this channel.")
             return
         shared_ts = str(posted.get("ts") or "")
         answered.private, answered.thread_ts = False, shared_ts
-        try:
-            await self.runtime.record(
-                "share", answered.reply.audit_id, answered.message(user), shared_ts=shared_ts
-            )
-        except AuditError as exc:
-            self.metrics.errors.labels(platform=PLATFORM, kind="audit").inc()
-            log.error("share not recorded", error=str(exc))
-        if response_url:
-            webhook = AsyncWebhookClient(response_url, timeout=15, session=self._session)
+        await self._record("share", answered, click.user, shared_ts=shared_ts)
+        if click.response_url:
+            webhook = AsyncWebhookClient(click.response_url, timeout=15, session=self._session)
             # If this fails the private copy stays, which is harmless.
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, SlackClientError):
                 await webhook.send_dict({"delete_original": True})
-
-    async def _on_unknown_action(self, ack: AsyncAck) -> None:
-        await ack()
 
     # -- handoff --
 
@@ -925,20 +888,16 @@ class SlackAdapter:
         else:
             log.warning("handoff not posted: no SUPPORTBOT_SLACK_ESCALATION_CHANNEL")
         answered.handed_off = posted
-        try:
-            await self.runtime.record(
-                "handoff",
-                reply.audit_id,
-                answered.message(by or None),
-                trigger=trigger,
-                escalation_channel=escalation or "",
-                posted=posted,
-                permalink=link or "",
-                decision=reply.outcome.value,
-            )
-        except SupportbotError as exc:
-            self.metrics.errors.labels(platform=PLATFORM, kind="audit").inc()
-            log.error("handoff not recorded", error=str(exc))
+        await self._record(
+            "handoff",
+            answered,
+            by or None,
+            trigger=trigger,
+            escalation_channel=escalation or "",
+            posted=posted,
+            permalink=link or "",
+            decision=reply.outcome.value,
+        )
         return posted
 
     async def _permalink(self, channel: str, ts: str) -> str:
@@ -969,6 +928,33 @@ class SlackAdapter:
             log.warning("slack api unreachable", method=method, error=type(exc).__name__)
             raise SlackCallError(f"Slack {method} failed: {type(exc).__name__}") from exc
         return response
+
+
+@dataclass(frozen=True, slots=True)
+class Click:
+    """A button press, as much of Slack's `block_actions` payload as the handlers use."""
+
+    action_id: str
+    value: str  # the reply's audit id
+    user: str
+    channel: str
+    response_url: str
+    thread_ts: str | None  # the thread the clicked message is in, if any
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Click:
+        actions = body.get("actions") or [{}]
+        action = actions[0] if isinstance(actions[0], dict) else {}
+        container = body.get("container") or {}
+        thread = container.get("thread_ts") or (body.get("message") or {}).get("thread_ts")
+        return cls(
+            action_id=str(action.get("action_id") or ""),
+            value=str(action.get("value") or ""),
+            user=str((body.get("user") or {}).get("id") or ""),
+            channel=str((body.get("channel") or {}).get("id") or ""),
+            response_url=body.get("response_url", ""),
+            thread_ts=str(thread) if thread else None,
+        )
 
 
 def _failure_reply() -> Reply:

@@ -19,7 +19,6 @@ HELPFUL = "feedback_helpful"
 NOT_HELPFUL = "feedback_not_helpful"
 TALK_TO_PERSON = "talk_to_person"
 SHARE = "share_answer"
-ACTION_IDS = (HELPFUL, NOT_HELPFUL, TALK_TO_PERSON, SHARE)
 FEEDBACK_VALUES = {HELPFUL: "helpful", NOT_HELPFUL: "not_helpful"}
 
 WORKING = "Looking that up…"
@@ -174,9 +173,9 @@ def notice_blocks(text: str, *, reply_id: str | None = None) -> list[Block]:
     return blocks
 
 
-def permalink(channel: str, ts: str, *, base: str = "https://slack.com") -> str:
+def permalink(channel: str, ts: str) -> str:
     """A message's link built from its channel and ts, when chat.getPermalink is unavailable."""
-    return f"{base}/archives/{channel}/p{ts.replace('.', '')}"
+    return f"https://slack.com/archives/{channel}/p{ts.replace('.', '')}"
 
 
 def handoff_blocks(

@@ -118,21 +118,10 @@ def eval_command(
 ) -> None:
     """Tuned adapter vs untuned base vs plain wording on the held-out voice data."""
     from models.tone.data import HELDOUT_FILE, load_examples
-    from models.tone.evaluate import (
-        evaluate_generator,
-        evaluate_references,
-        evaluate_template,
-        table,
-    )
+    from models.tone.evaluate import compare, table
     from models.tone.generator import ToneGenerator
 
     examples = load_examples(heldout_file or HELDOUT_FILE)[:limit]
-    embedder = None
-    if not no_verify:
-        from retrieval.embedding import MiniLMEmbedder
-
-        embedder = MiniLMEmbedder(settings.model_cache_dir)
-        embedder.warm_up()
 
     def model(adapter_dir: Path | None) -> ToneGenerator:
         return ToneGenerator(
@@ -143,13 +132,12 @@ def eval_command(
             time_budget_s=settings.tone_time_budget_s,
         )
 
-    results = {
-        "tuned": evaluate_generator(model(adapter or settings.tone_adapter_dir), examples, embedder)
-    }
-    if not no_untuned:
-        results["untuned"] = evaluate_generator(model(None), examples, embedder)
-    results["template"] = evaluate_template(examples, embedder)
-    references = evaluate_references(examples, embedder)
+    results, references = compare(
+        examples,
+        model(adapter or settings.tone_adapter_dir),
+        None if no_untuned else model(None),
+        embedding_cache=None if no_verify else settings.model_cache_dir,
+    )
     if as_json:
         click.echo(json.dumps({"examples": len(examples), **results, "references": references}))
         return

@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.messages import Outcome
 from models.base import DraftRequest, Snippet
 from models.tone.errors import ToneModelError
 from retrieval.embedding import file_sha256
 from retrieval.types import Audience
 
 VOICE_DIR = Path(__file__).resolve().parent
-STYLE_GUIDE = VOICE_DIR / "style.md"
 TRAIN_FILE = VOICE_DIR / "data" / "train.jsonl"
 HELDOUT_FILE = VOICE_DIR / "data" / "heldout.jsonl"
-KINDS = frozenset({"answer", "clarify", "abstain", "error"})
+KINDS = frozenset(o.value for o in Outcome)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bot.verify import Embedder, citations, is_no_claim, split_sentences, verify_draft
@@ -166,7 +167,7 @@ def evaluate_generator(
         seconds += result.seconds
         if result.first_token_s is not None:
             first.append(result.first_token_s)
-        fallbacks += draft.generator.startswith("template")
+        fallbacks += draft.plain
         budget += result.over_budget
         if on_reply is not None:
             on_reply(example, result.text, draft.generator)
@@ -216,6 +217,29 @@ def evaluate_references(
     for example in examples:
         tally.add(example.request, example.reply, embedder)
     return tally.figures()
+
+
+def compare(
+    examples: Sequence[VoiceExample],
+    tuned: ToneGenerator,
+    untuned: ToneGenerator | None,
+    *,
+    embedding_cache: Path | None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, float | None]]:
+    """Tuned model vs untuned base (unless None) vs the plain wording, and the held-out
+    replies as written; verified with the embedder cached in `embedding_cache` (None: not
+    verified)."""
+    embedder = None
+    if embedding_cache is not None:
+        from retrieval.embedding import MiniLMEmbedder
+
+        embedder = MiniLMEmbedder(embedding_cache)
+        embedder.warm_up()
+    results = {"tuned": evaluate_generator(tuned, examples, embedder)}
+    if untuned is not None:
+        results["untuned"] = evaluate_generator(untuned, examples, embedder)
+    results["template"] = evaluate_template(examples, embedder)
+    return results, evaluate_references(examples, embedder)
 
 
 def _p90(values: Sequence[float]) -> float:

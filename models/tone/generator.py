@@ -22,9 +22,9 @@ from typing import Any
 from models.base import Draft, DraftRequest
 from models.template import TemplateGenerator
 from models.tone import guard
-from models.tone.base_model import BaseCheckpoint, load_base, resolve_base
+from models.tone.base_model import load_base, resolve_base
 from models.tone.errors import ToneModelError
-from models.tone.prompt import prompt_ids, shown, without_instructions
+from models.tone.prompt import plain_fallback, prompt_ids, shown
 from retrieval.embedding import file_sha256
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,6 @@ class ToneGenerator:
         max_new_tokens: int = 160,
         time_budget_s: float = 6.0,
         threads: int | None = None,
-        guarded: bool = True,
     ) -> None:
         self.base_model = base_model
         self.cache_dir = cache_dir
@@ -65,13 +64,11 @@ class ToneGenerator:
         self.max_new_tokens = max_new_tokens
         self.time_budget_s = time_budget_s
         self.threads = threads
-        self.guarded = guarded
         self.plain = TemplateGenerator()
         self._lock = threading.Lock()
         self._model: Any = None
         self._tokenizer: Any = None
         self._stop_ids: list[int] = []
-        self._base: BaseCheckpoint | None = None
         self._provenance: Mapping[str, str] = MappingProxyType({})
         self.load_seconds = 0.0
 
@@ -88,11 +85,6 @@ class ToneGenerator:
     def model(self) -> Any:
         self.warm_up()
         return self._model
-
-    @property
-    def tokenizer(self) -> Any:
-        self.warm_up()
-        return self._tokenizer
 
     def warm_up(self) -> None:
         """Convert the base once if needed, load it, and merge the adapter into it."""
@@ -113,7 +105,7 @@ class ToneGenerator:
                 )
                 if isinstance(i, int) and i != tokenizer.unk_token_id
             ]
-            self._base, self._model, self._tokenizer = base, model, tokenizer
+            self._model, self._tokenizer = model, tokenizer
             self._provenance = MappingProxyType(provenance)
             self.load_seconds = time.perf_counter() - started
 
@@ -145,22 +137,18 @@ class ToneGenerator:
         """The draft for a request the model is not asked to word, else None."""
         if request.kind == "answer" and not shown(request).snippets:
             # Nothing to word: say so rather than let the model fill the silence.
-            abstain = DraftRequest("abstain", request.question, request.audience, handoff=True)
-            return self._fallback(abstain, "no facts to word")
+            return self._fallback(request.abstention(), "no facts to word")
         return None
 
     def judge(self, request: DraftRequest, result: Generation) -> Draft:
         """The model's reply as a draft, or the plain wording if it is late, cut or wrong."""
-        # The plain wording quotes the facts whole, but never one that addresses the assistant.
-        plain = without_instructions(request)
         if result.over_budget:
-            return self._fallback(plain, "tone model over its time budget")
+            return self._fallback(request, "tone model over its time budget")
         if not result.finished:
-            return self._fallback(plain, "tone model reply cut at its token limit")
-        if self.guarded:
-            found = guard.problems(shown(request), result.text)
-            if found:
-                return self._fallback(plain, f"tone model reply rejected: {found[0]}")
+            return self._fallback(request, "tone model reply cut at its token limit")
+        found = guard.problems(shown(request), result.text)
+        if found:
+            return self._fallback(request, f"tone model reply rejected: {found[0]}")
         return Draft(result.text, self.draft_label)
 
     @property
@@ -169,7 +157,7 @@ class ToneGenerator:
         return f"{self.name}@{adapter[:12]}" if adapter else self.name
 
     def _fallback(self, request: DraftRequest, why: str) -> Draft:
-        return Draft(self.plain.write(request).text, f"template ({why})")
+        return plain_fallback(self.plain, request, why)
 
     def generate(
         self, request: DraftRequest, *, on_text: Callable[[str], None] | None = None

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any
 
 from bot.injection import is_injection
-from models.base import DraftRequest
+from models.base import Draft, DraftRequest, Generator
 
 # Distilled from models/tone/style.md: who speaks, how, and the hard rule (facts copied
 # closely with their [n] markers, nothing added). Short on purpose: every token here is
@@ -68,6 +68,13 @@ def without_instructions(request: DraftRequest) -> DraftRequest:
     (what the plain wording quotes when it stands in for the model)."""
     kept = tuple(s for s in request.snippets if not addresses_assistant(s.text))
     return request if len(kept) == len(request.snippets) else replace(request, snippets=kept)
+
+
+def plain_fallback(plain: Generator, request: DraftRequest, why: str) -> Draft:
+    """The plain wording standing in for a model's, labelled with why. It quotes the facts
+    whole, but never one that addresses the assistant."""
+    draft = plain.write(without_instructions(request))
+    return replace(draft, generator=f"{draft.generator} ({why})", plain=True)
 
 
 def shown(request: DraftRequest) -> DraftRequest:

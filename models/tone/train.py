@@ -71,7 +71,6 @@ class TrainResult:
     steps: int
     resumed_from: int
     seconds: float
-    skipped: int = 0
     losses: list[float] = field(default_factory=list)
 
 
@@ -441,7 +440,7 @@ def train(
     }
     manifest = save_adapter(run.model, out_dir, manifest)
     say(f"adapter saved to {out_dir}")
-    return TrainResult(manifest, run.total, resumed_from, seconds, skipped, run.losses)
+    return TrainResult(manifest, run.total, resumed_from, seconds, run.losses)
 
 
 def save_adapter(peft_model: Any, out_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:

@@ -173,30 +173,33 @@ class CohereReranker:
 
     def _describe(self, exc: BaseException) -> str:
         """A one-line, key-free message for a failed call."""
-        if isinstance(exc, ApiError):
-            detail = _body_message(exc.body)
-            what = f"HTTP {exc.status_code}"
-            if exc.status_code is not None and 200 <= exc.status_code < 300:
-                what += " with an unreadable body"
-            message = f"cohere rerank failed: {what} ({type(exc).__name__})"
-            if detail:
-                message += f": {detail}"
-        elif isinstance(exc, httpx.TimeoutException):
-            message = (
-                f"cohere rerank failed: no answer within {self.timeout_s}s ({type(exc).__name__})"
-            )
-        elif isinstance(exc, httpx.TransportError):
-            message = f"cohere rerank failed: cannot reach {self._host()} ({type(exc).__name__})"
+        failure = describe_failure(
+            exc, api_key=self._api_key, timeout_s=self.timeout_s, base_url=self.base_url
+        )
+        return f"cohere rerank failed: {failure}"
+
+
+def describe_failure(
+    exc: BaseException, *, api_key: str, timeout_s: float, base_url: str | None
+) -> str:
+    """What went wrong with a call through the Cohere SDK, in one line without the key."""
+    kind = type(exc).__name__
+    if isinstance(exc, ApiError):
+        detail = _body_message(exc.body)
+        if exc.status_code is not None and 200 <= exc.status_code < 300:
+            text = f"malformed response: HTTP {exc.status_code} with an unreadable body ({kind})"
         else:
-            message = f"cohere rerank failed: malformed response ({type(exc).__name__})"
-        return self._redact(message)
-
-    def _host(self) -> str:
-        return self.base_url or "api.cohere.com"
-
-    def _redact(self, text: str) -> str:
-        # Error bodies come from the network; a proxy could echo the Authorization header.
-        return " ".join(text.replace(self._api_key, "***").split())
+            text = f"HTTP {exc.status_code} ({kind})"
+        if detail:
+            text += f": {detail}"
+    elif isinstance(exc, httpx.TimeoutException):
+        text = f"no answer within {timeout_s}s ({kind})"
+    elif isinstance(exc, httpx.TransportError):
+        text = f"cannot reach {base_url or 'api.cohere.com'} ({kind})"
+    else:
+        text = f"malformed response ({kind})"
+    # Error bodies come from the network; a proxy could echo the Authorization header.
+    return " ".join(text.replace(api_key, "***").split())
 
 
 def truncate(text: str, max_chars: int) -> str:
