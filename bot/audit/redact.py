@@ -507,22 +507,23 @@ def _redact_many(texts: list[str], kinds: frozenset[str], keep: Keep) -> list[st
     The texts are joined by blank lines, which no detector reads across (every pattern's
     separators exclude newlines, a newline is not part of a word, and a phone's context
     word must be on its own line or the one just before), so each text's findings are
-    what scanning it alone finds."""
-    joined = _FIELD_BREAK.join(texts)
-    spans = _spans(joined, kinds, keep)
+    what scanning it alone finds. A text that recurs (a reply is also its draft) is
+    scanned once: half of a reply record's text."""
+    unique = list(dict.fromkeys(texts))
+    spans = _spans(_FIELD_BREAK.join(unique), kinds, keep)
     if not spans:
         return None
-    out: list[str] = []
+    redacted: dict[str, str] = {}
     start, i = 0, 0
-    for text in texts:
+    for text in unique:
         end = start + len(text)
         mine: list[Span] = []
         while i < len(spans) and spans[i][0] < end:
             mine.append(spans[i])
             i += 1
-        out.append(_replaced(text, mine, start) if mine else text)
+        redacted[text] = _replaced(text, mine, start) if mine else text
         start = end + len(_FIELD_BREAK)
-    return out
+    return [redacted[text] for text in texts]
 
 
 def contacts_in(texts: Iterable[str]) -> frozenset[str]:

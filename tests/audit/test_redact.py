@@ -283,8 +283,10 @@ def test_fields_are_redacted_as_each_alone():
         "reply": texts[-3],
         "comment": texts[-2],
         "details": {"note": texts[-1], "id": "4111 1111 1111 1111"},
+        "reason": texts[len(FRAGMENTS)],  # the same text in two fields: redacted in both
     }
     out = Redactor()(None, "info", dict(record))
+    assert out["reason"] == redact_text(texts[len(FRAGMENTS)]) == "Call me on [PHONE]."
     assert out["question"] == redact_text(texts[0])
     assert [t["text"] for t in out["history"]] == [redact_text(t) for t in texts[1:-3]]
     assert out["reply"] == redact_text(texts[-3])
