@@ -3,9 +3,11 @@
     nice .venv/bin/python bench/tone.py                # everything but training (~10 min)
     nice .venv/bin/python bench/tone.py --limit 12     # quality on the first 12 held-out
     nice .venv/bin/python bench/tone.py --train        # also time a full training run
+    nice .venv/bin/python bench/tone.py --speed-only   # load and decoding speed (~2 min)
 
 Every figure comes with its baseline from the same run: the tuned adapter next to the
-untuned base and the plain wording (template); float32 next to bfloat16. The conversion
+untuned base and the plain wording (template); prompt lookup next to plain greedy decoding,
+float32 next to bfloat16. The conversion
 runs in a child process (its ~1 GB peak would otherwise hide the serving process's peak).
 """
 
@@ -27,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.tone.base_model import SMOLLM2, resolve_base
 from models.tone.data import HELDOUT_FILE, TRAIN_FILE, load_examples
 from models.tone.evaluate import compare, table
-from models.tone.generator import ToneGenerator
+from models.tone.generator import LOOKUP_TOKENS, ToneGenerator
 
 ADAPTER = Path(__file__).resolve().parents[1] / "models" / "tone" / "adapter"
 
@@ -60,31 +62,48 @@ def load_times(cache: Path, adapter: Path | None, runs: int = 3) -> list[float]:
     return times
 
 
-def dtype_speed(generator: ToneGenerator, requests: list, dtype: str) -> tuple[float, float]:
-    """Tokens/s and median first-token ms for greedy replies in `dtype`."""
+def speed(generator: ToneGenerator, requests: list, dtype: str, lookup: int) -> dict[str, float]:
+    """Greedy replies in `dtype` with `lookup` prompt-lookup draft tokens (0: plain greedy):
+    tokens/s over all time (prompt reading included), decoding tokens/s (after the first
+    token), and median first-token ms."""
     import torch
 
     model = generator.model
     model.to(getattr(torch, dtype))
-    tokens, seconds, first = 0, 0.0, []
+    generator.lookup_tokens = lookup
+    tokens, seconds, decoded, decoding, first = 0, 0.0, 0, 0.0, []
     for request in requests:
         result = generator.generate(request)
         tokens += result.tokens
         seconds += result.seconds
         if result.first_token_s is not None:
             first.append(result.first_token_s)
+            decoded += result.tokens - result.first_tokens
+            decoding += result.seconds - result.first_token_s
     model.to(torch.float32)
-    return tokens / seconds, 1000 * statistics.median(first)
+    generator.lookup_tokens = LOOKUP_TOKENS
+    return {
+        "tokens_per_s": round(tokens / seconds, 1),
+        "decode_tokens_per_s": round(decoded / decoding, 1),
+        "first_token_ms": round(1000 * statistics.median(first)),
+    }
 
 
-def compare_dtypes(generator: ToneGenerator, requests: list) -> dict[str, object]:
-    """float32 (what runs) against bfloat16 on the same answers, same process."""
-    answers = [r for r in requests if r.kind == "answer"][:6]
+def compare_decoding(generator: ToneGenerator, requests: list) -> dict[str, object]:
+    """What runs (float32, prompt lookup) against plain greedy decoding and bfloat16, on
+    the same answers in the same process."""
+    answers = [r for r in requests if r.kind == "answer"][:8]
     out: dict[str, object] = {}
-    for dtype in ("float32", "bfloat16"):
-        speed, first = dtype_speed(generator, answers, dtype)
-        out[dtype] = {"tokens_per_s": round(speed, 1), "first_token_ms": round(first)}
-        print(f"{dtype}: {speed:.1f} tokens/s, first token {first:.0f} ms ({len(answers)} answers)")
+    for label, dtype, lookup in (
+        ("float32, plain greedy", "float32", 0),
+        ("float32, prompt lookup (runs)", "float32", LOOKUP_TOKENS),
+        ("bfloat16, prompt lookup", "bfloat16", LOOKUP_TOKENS),
+    ):
+        out[label] = f = speed(generator, answers, dtype, lookup)
+        print(
+            f"{label}: {f['tokens_per_s']} tokens/s all time, {f['decode_tokens_per_s']} "
+            f"decoding, first token {f['first_token_ms']} ms ({len(answers)} answers)"
+        )
     return out
 
 
@@ -111,6 +130,9 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="also time a full training run")
     parser.add_argument("--no-verify", action="store_true", help="skip verification")
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    parser.add_argument(
+        "--speed-only", action="store_true", help="only load times and decoding speed"
+    )
     args = parser.parse_args()
 
     figures: dict[str, object] = {
@@ -132,17 +154,18 @@ def main() -> None:
 
         examples = load_examples(HELDOUT_FILE)[: args.limit]
         tuned = ToneGenerator(SMOLLM2, cache, ADAPTER, time_budget_s=60.0)
-        untuned = ToneGenerator(SMOLLM2, cache, None, time_budget_s=60.0)
-        results, references = compare(
-            examples, tuned, untuned, embedding_cache=None if args.no_verify else cache
-        )
-        print(f"\nheld-out examples: {len(examples)}")
-        print(table(results))
-        print(f"references (held-out replies as written): {references}")
-        figures["quality"] = results
-        figures["references"] = references
+        if not args.speed_only:
+            untuned = ToneGenerator(SMOLLM2, cache, None, time_budget_s=60.0)
+            results, references = compare(
+                examples, tuned, untuned, embedding_cache=None if args.no_verify else cache
+            )
+            print(f"\nheld-out examples: {len(examples)}")
+            print(table(results))
+            print(f"references (held-out replies as written): {references}")
+            figures["quality"] = results
+            figures["references"] = references
 
-        figures.update(compare_dtypes(tuned, [e.request for e in examples]))
+        figures["decoding"] = compare_decoding(tuned, [e.request for e in examples])
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         figures["peak_rss_mb_serving"] = round(peak_mb)
         print(

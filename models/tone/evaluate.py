@@ -10,7 +10,9 @@ Every figure is computed on the same held-out requests, side by side:
 - verified: share of answers whose reply passes `bot.verify.verify_draft` with each
   source's facts as its passage (the evidence available offline);
 - voice: the style-guide rubric below, 0..1 per reply, averaged;
-- mean length in words, generation speed in tokens/s, first-token latency.
+- mean length in words, first-token latency, and generation speed in tokens/s two ways:
+  all tokens over all time (prompt reading included), and the decoding rate (tokens after
+  the first over the time after it: the speed a reader sees once the reply has started).
 
 For the model rows, "model" figures are the raw replies (before any check) and "draft"
 figures what the generator hands on (the raw reply, or the plain wording when the reply
@@ -153,6 +155,7 @@ def evaluate_generator(
     generator.warm_up()
     raw, drafts = _Tally(), _Tally()
     tokens, seconds, first, fallbacks, budget = 0, 0.0, [], 0, 0
+    decoded, decoding = 0, 0.0
     for example in examples:
         request = example.request
         early = generator.precheck(request)
@@ -167,6 +170,8 @@ def evaluate_generator(
         seconds += result.seconds
         if result.first_token_s is not None:
             first.append(result.first_token_s)
+            decoded += result.tokens - result.first_tokens
+            decoding += result.seconds - result.first_token_s
         fallbacks += draft.plain
         budget += result.over_budget
         if on_reply is not None:
@@ -181,6 +186,7 @@ def evaluate_generator(
         "fallback": round(fallbacks / generated, 4) if generated else None,
         "over_budget": budget,
         "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+        "decode_tokens_per_s": round(decoded / decoding, 1) if decoding > 0 else None,
         "first_token_ms": round(1000 * statistics.median(first)) if first else None,
         "first_token_ms_p90": round(1000 * _p90(first)) if first else None,
         "load_s": round(generator.load_seconds, 2),
@@ -260,7 +266,8 @@ def table(results: Mapping[str, Mapping[str, Any]]) -> str:
         ("voice score (model)", "model", "voice", "num"),
         ("mean words (draft)", "draft", "mean_words", "num"),
         ("fell back to plain", None, "fallback", "pct"),
-        ("tokens/s", None, "tokens_per_s", "num"),
+        ("tokens/s (all time)", None, "tokens_per_s", "num"),
+        ("tokens/s (decoding)", None, "decode_tokens_per_s", "num"),
         ("first token ms (median)", None, "first_token_ms", "num"),
         ("first token ms (p90)", None, "first_token_ms_p90", "num"),
     ]

@@ -2,9 +2,13 @@
 
 Generation is greedy on CPU in float32 (this CPU has no bf16 instructions: bf16 measured
 slower, see bench/tone.py). The adapter is merged into the base weights once at load, so a
-tuned reply costs what an untuned one does. Each reply has a time budget; past it, or when
-the model's reply fails the checks in `models/tone/guard.py`, the plain wording of
-`TemplateGenerator` is returned instead and the draft's `generator` says why.
+tuned reply costs what an untuned one does. Decoding uses prompt lookup: a reply mostly
+repeats its facts word for word, so spans of the prompt that continue the last tokens are
+proposed as drafts and checked in one forward pass. The text is exactly what plain greedy
+decoding writes (a test holds it to that); on 2 memory-bound cores it comes ~1.6x faster.
+Each reply has a time budget; past it, or when the model's reply fails the checks in
+`models/tone/guard.py`, the plain wording of `TemplateGenerator` is returned instead and
+the draft's `generator` says why.
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ from retrieval.embedding import file_sha256
 log = logging.getLogger(__name__)
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+# Prompt lookup (bench/tone.py): up to 20 draft tokens after a 2-token match measured
+# fastest; 0 turns lookup off (plain greedy decoding, the same text).
+LOOKUP_TOKENS = 20
+LOOKUP_NGRAM = 2
 MANIFEST = "manifest.json"
 
 
@@ -41,6 +49,7 @@ class Generation:
     tokens: int
     seconds: float
     first_token_s: float | None
+    first_tokens: int  # tokens out when the first came (prompt lookup can give several)
     finished: bool  # ended with its end-of-turn token (not cut by the budget or token limit)
     over_budget: bool
 
@@ -57,6 +66,7 @@ class ToneGenerator:
         max_new_tokens: int = 160,
         time_budget_s: float = 6.0,
         threads: int | None = None,
+        lookup_tokens: int = LOOKUP_TOKENS,
     ) -> None:
         self.base_model = base_model
         self.cache_dir = cache_dir
@@ -64,6 +74,7 @@ class ToneGenerator:
         self.max_new_tokens = max_new_tokens
         self.time_budget_s = time_budget_s
         self.threads = threads
+        self.lookup_tokens = lookup_tokens
         self.plain = TemplateGenerator()
         self._lock = threading.Lock()
         self._model: Any = None
@@ -168,7 +179,15 @@ class ToneGenerator:
         self.warm_up()
         tokenizer = self._tokenizer
         ids = torch.tensor([prompt_ids(tokenizer, request)])
-        clock = _Clock(time.perf_counter(), self.time_budget_s, on_text, tokenizer)
+        clock = _Clock(time.perf_counter(), self.time_budget_s, on_text, tokenizer, ids.shape[1])
+        lookup = (
+            {
+                "prompt_lookup_num_tokens": self.lookup_tokens,
+                "max_matching_ngram_size": LOOKUP_NGRAM,
+            }
+            if self.lookup_tokens
+            else {}
+        )
         with self._lock, torch.inference_mode():
             out = self._model.generate(
                 input_ids=ids,
@@ -178,6 +197,7 @@ class ToneGenerator:
                 eos_token_id=self._stop_ids,
                 pad_token_id=self._stop_ids[0],
                 stopping_criteria=[clock],
+                **lookup,
             )
         new = out[0, ids.shape[1] :].tolist()
         finished = bool(new) and new[-1] in self._stop_ids
@@ -187,6 +207,7 @@ class ToneGenerator:
             tokens=len(new),
             seconds=time.perf_counter() - clock.start,
             first_token_s=clock.first,
+            first_tokens=clock.first_tokens,
             finished=finished,
             over_budget=clock.over,
         )
@@ -194,7 +215,8 @@ class ToneGenerator:
 
 class _Clock:
     """A stopping criterion: notes when the first token came, passes text to a streaming
-    caller, and stops generation once the time budget is spent."""
+    caller, and stops generation once the time budget is spent. With prompt lookup it is
+    called once per accepted run of tokens, which may be several at a time."""
 
     def __init__(
         self,
@@ -202,14 +224,16 @@ class _Clock:
         budget_s: float,
         on_text: Callable[[str], None] | None,
         tokenizer: Any,
+        prompt_len: int,
     ) -> None:
         self.start = start
         self.budget_s = budget_s
         self.on_text = on_text
         self.tokenizer = tokenizer
         self.first: float | None = None
+        self.first_tokens = 0
         self.over = False
-        self._prompt_len: int | None = None
+        self._prompt_len = prompt_len
         self._sent = ""
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
@@ -218,8 +242,8 @@ class _Clock:
         now = time.perf_counter()
         if self.first is None:
             self.first = now - self.start
-            self._prompt_len = int(input_ids.shape[1]) - 1
-        if self.on_text is not None and self._prompt_len is not None:
+            self.first_tokens = int(input_ids.shape[1]) - self._prompt_len
+        if self.on_text is not None:
             self.flush(input_ids[0, self._prompt_len :].tolist())
         if now - self.start > self.budget_s:
             self.over = True

@@ -16,6 +16,8 @@ from bot.verify import citations, split_sentences, verify_draft
 from models.base import DraftRequest, Generator, Snippet
 from models.template import TemplateGenerator
 from models.tone import guard
+from models.tone.base_model import SMOLLM2
+from models.tone.data import HELDOUT_FILE, load_examples
 from models.tone.evaluate import passages_of
 from models.tone.generator import ADAPTER_WEIGHTS, ToneGenerator
 from models.tone.prompt import shown
@@ -125,6 +127,18 @@ def test_streaming_yields_the_reply_as_the_model_writes_it(tuned):
     assert (
         draft.text == raw if drafted_by_model(draft) else draft.generator.startswith("template (")
     )
+
+
+def test_prompt_lookup_writes_exactly_what_plain_greedy_decoding_writes(tuned, tone_cache):
+    """Prompt lookup only speeds decoding up: token for token, the replies are the ones
+    plain greedy decoding gives, on held-out requests the model was not trained on."""
+    plain = ToneGenerator(SMOLLM2, tone_cache, SHIPPED_ADAPTER, time_budget_s=60.0, lookup_tokens=0)
+    heldout = [e.request for e in load_examples(HELDOUT_FILE) if e.request.kind == "answer"]
+    for request in [REQUEST, *heldout[:3]]:
+        fast, slow = tuned.generate(request), plain.generate(request)
+        assert fast.finished
+        assert slow.finished
+        assert (fast.text, fast.tokens) == (slow.text, slow.tokens)
 
 
 def test_past_its_time_budget_the_plain_wording_is_sent(tone_cache):
