@@ -187,6 +187,12 @@ def main() -> None:
     parser.add_argument("--max-false-abstain", type=float, default=0.15)
     parser.add_argument("--data-dir", type=Path, help="keep the ingested corpus here")
     parser.add_argument("--limit", type=int, help="only the first N questions")
+    parser.add_argument(
+        "--generator",
+        choices=("template", "tone"),
+        default="template",
+        help="what words replies (the issue's latency target is for the template)",
+    )
     args = parser.parse_args()
 
     queries = read_queries(args.queries)[: args.limit]
@@ -195,7 +201,7 @@ def main() -> None:
         ingest_s = ingest(args.corpus, data_dir)
         audit = data_dir / "audit" / "audit.jsonl"
         audit.unlink(missing_ok=True)  # this run's records only
-        result = run(queries, data_dir, {})
+        result = run(queries, data_dir, {"generator": args.generator})
         report = figures(result["rows"])
         report["ingest_s"] = round(ingest_s, 1)
         report["min_support"] = result["settings"].min_support
