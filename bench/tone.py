@@ -26,9 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from models.base import DraftRequest
 from models.tone.base_model import SMOLLM2, resolve_base
 from models.tone.data import HELDOUT_FILE, TRAIN_FILE, load_examples
-from models.tone.evaluate import compare, table
+from models.tone.evaluate import Speed, compare, table
 from models.tone.generator import LOOKUP_TOKENS, ToneGenerator
 
 ADAPTER = Path(__file__).resolve().parents[1] / "models" / "tone" / "adapter"
@@ -62,34 +63,25 @@ def load_times(cache: Path, adapter: Path | None, runs: int = 3) -> list[float]:
     return times
 
 
-def speed(generator: ToneGenerator, requests: list, dtype: str, lookup: int) -> dict[str, float]:
-    """Greedy replies in `dtype` with `lookup` prompt-lookup draft tokens (0: plain greedy):
-    tokens/s over all time (prompt reading included), decoding tokens/s (after the first
-    token), and median first-token ms."""
+def speed(
+    generator: ToneGenerator, requests: list[DraftRequest], dtype: str, lookup: int
+) -> dict[str, float | None]:
+    """Speed of greedy replies in `dtype` with `lookup` prompt-lookup draft tokens (0: plain
+    greedy), as `tone eval` measures it."""
     import torch
 
     model = generator.model
     model.to(getattr(torch, dtype))
     generator.lookup_tokens = lookup
-    tokens, seconds, decoded, decoding, first = 0, 0.0, 0, 0.0, []
+    tally = Speed()
     for request in requests:
-        result = generator.generate(request)
-        tokens += result.tokens
-        seconds += result.seconds
-        if result.first_token_s is not None:
-            first.append(result.first_token_s)
-            decoded += result.tokens - result.first_tokens
-            decoding += result.seconds - result.first_token_s
+        tally.add(generator.generate(request))
     model.to(torch.float32)
     generator.lookup_tokens = LOOKUP_TOKENS
-    return {
-        "tokens_per_s": round(tokens / seconds, 1),
-        "decode_tokens_per_s": round(decoded / decoding, 1),
-        "first_token_ms": round(1000 * statistics.median(first)),
-    }
+    return tally.figures()
 
 
-def compare_decoding(generator: ToneGenerator, requests: list) -> dict[str, object]:
+def compare_decoding(generator: ToneGenerator, requests: list[DraftRequest]) -> dict[str, object]:
     """What runs (float32, prompt lookup) against plain greedy decoding and bfloat16, on
     the same answers in the same process."""
     answers = [r for r in requests if r.kind == "answer"][:8]

@@ -98,42 +98,23 @@ Span = tuple[int, int, str]  # start, end, kind
 
 # --- detectors -------------------------------------------------------------------------
 
-# Patterns start with what they match, not with a look-behind, so the regex engine can
-# skip ahead by their first character; what may precede a match is checked in Python.
-_TOKEN_PATTERNS = re.compile(
-    "|".join(
-        (
-            r"sk-[A-Za-z0-9_-]{16,}",  # OpenAI-style (sk-..., sk-proj-...)
-            r"[spr]k_(?:live|test)_[A-Za-z0-9]{16,}",  # Stripe
-            r"xox[abposr]-[A-Za-z0-9-]{10,}",  # Slack bot/user tokens
-            r"xapp-[A-Za-z0-9-]{10,}",  # Slack app-level tokens
-            r"A[KS]IA[A-Z0-9]{16}(?![A-Za-z0-9])",  # AWS access key ids
-            r"gh[pousr]_[A-Za-z0-9]{30,}",  # GitHub tokens
-            r"github_pat_[A-Za-z0-9_]{22,}",
-            r"AIza[A-Za-z0-9_-]{35}",  # Google API keys
-            r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}",  # JWTs
-        )
-    )
+# Each token pattern with what it starts with, as plain substrings (see `_matches` for
+# why those are wanted). Patterns start with what they match, not with a look-behind, so
+# the regex engine can skip ahead by their first character; what may precede a match is
+# checked in Python.
+_TOKENS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("sk-",), r"sk-[A-Za-z0-9_-]{16,}"),  # OpenAI-style (sk-..., sk-proj-...)
+    (("sk_", "pk_", "rk_"), r"[spr]k_(?:live|test)_[A-Za-z0-9]{16,}"),  # Stripe
+    (("xox",), r"xox[abposr]-[A-Za-z0-9-]{10,}"),  # Slack bot/user tokens
+    (("xapp-",), r"xapp-[A-Za-z0-9-]{10,}"),  # Slack app-level tokens
+    (("AKIA", "ASIA"), r"A[KS]IA[A-Z0-9]{16}(?![A-Za-z0-9])"),  # AWS access key ids
+    (("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), r"gh[pousr]_[A-Za-z0-9]{30,}"),  # GitHub tokens
+    (("github_pat_",), r"github_pat_[A-Za-z0-9_]{22,}"),
+    (("AIza",), r"AIza[A-Za-z0-9_-]{35}"),  # Google API keys
+    (("eyJ",), r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),  # JWTs
 )
-# What every token pattern starts with, as plain substrings (see `_matches` for why).
-_TOKEN_PREFIXES = (
-    "sk-",
-    "sk_",
-    "pk_",
-    "rk_",
-    "xox",
-    "xapp-",
-    "AKIA",
-    "ASIA",
-    "ghp_",
-    "gho_",
-    "ghu_",
-    "ghs_",
-    "ghr_",
-    "github_pat_",
-    "AIza",
-    "eyJ",
-)
+_TOKEN_PATTERNS = re.compile("|".join(pattern for _, pattern in _TOKENS))
+_TOKEN_PREFIXES = tuple(prefix for prefixes, _ in _TOKENS for prefix in prefixes)
 # Words that announce a credential, looked for in the lower-cased text: a plain substring
 # test is ten times faster than a case-insensitive regular expression on a whole record.
 _SECRET_WORDS = ("key", "secret", "token", "bearer", "pass", "pwd")

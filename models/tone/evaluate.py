@@ -47,7 +47,7 @@ from models.base import DraftRequest
 from models.template import TemplateGenerator
 from models.tone import guard
 from models.tone.data import VoiceExample
-from models.tone.generator import ToneGenerator
+from models.tone.generator import Generation, ToneGenerator
 from models.tone.prompt import shown, without_instructions
 from retrieval.types import Audience
 
@@ -140,6 +140,37 @@ class _Tally:
         }
 
 
+@dataclass
+class Speed:
+    """Generation speed over several runs: tokens/s over all time (prompt reading included),
+    the decoding rate (tokens after the first over the time after it) and first-token ms."""
+
+    tokens: int = 0
+    seconds: float = 0.0
+    decoded: int = 0
+    decoding: float = 0.0
+    first: list[float] = field(default_factory=list)
+
+    def add(self, result: Generation) -> None:
+        self.tokens += result.tokens
+        self.seconds += result.seconds
+        if result.first_token_s is not None:
+            self.first.append(result.first_token_s)
+            self.decoded += result.tokens - result.first_tokens
+            self.decoding += result.seconds - result.first_token_s
+
+    def figures(self) -> dict[str, float | None]:
+        first = self.first
+        return {
+            "tokens_per_s": round(self.tokens / self.seconds, 1) if self.seconds else None,
+            "decode_tokens_per_s": (
+                round(self.decoded / self.decoding, 1) if self.decoding > 0 else None
+            ),
+            "first_token_ms": round(1000 * statistics.median(first)) if first else None,
+            "first_token_ms_p90": round(1000 * _p90(first)) if first else None,
+        }
+
+
 def _share(values: Sequence[bool]) -> float | None:
     return round(sum(values) / len(values), 4) if values else None
 
@@ -154,8 +185,7 @@ def evaluate_generator(
     """Figures for a tone model: its raw replies ("model") and its drafts ("draft")."""
     generator.warm_up()
     raw, drafts = _Tally(), _Tally()
-    tokens, seconds, first, fallbacks, budget = 0, 0.0, [], 0, 0
-    decoded, decoding = 0, 0.0
+    speed, fallbacks, budget = Speed(), 0, 0
     for example in examples:
         request = example.request
         early = generator.precheck(request)
@@ -166,12 +196,7 @@ def evaluate_generator(
         draft = generator.judge(request, result)
         raw.add(request, result.text, embedder)
         drafts.add(request, draft.text, embedder)
-        tokens += result.tokens
-        seconds += result.seconds
-        if result.first_token_s is not None:
-            first.append(result.first_token_s)
-            decoded += result.tokens - result.first_tokens
-            decoding += result.seconds - result.first_token_s
+        speed.add(result)
         fallbacks += draft.plain
         budget += result.over_budget
         if on_reply is not None:
@@ -185,10 +210,7 @@ def evaluate_generator(
         "draft": drafts.figures(),
         "fallback": round(fallbacks / generated, 4) if generated else None,
         "over_budget": budget,
-        "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
-        "decode_tokens_per_s": round(decoded / decoding, 1) if decoding > 0 else None,
-        "first_token_ms": round(1000 * statistics.median(first)) if first else None,
-        "first_token_ms_p90": round(1000 * _p90(first)) if first else None,
+        **speed.figures(),
         "load_s": round(generator.load_seconds, 2),
     }
 
