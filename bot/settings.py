@@ -64,9 +64,10 @@ class Settings(BaseSettings):
     tone_base_model: str = "smollm2-135m"  # a known name or a path to a checkpoint folder
     tone_adapter_dir: Path = Path(__file__).resolve().parent.parent / "models" / "tone" / "adapter"
     tone_max_new_tokens: int = Field(default=160, ge=8, le=1024)
-    # Past the budget the plain wording is sent. SmolLM2 writes ~16-18 tokens/s on 2 cores, so
-    # a reply of ~45 words takes 4-6 s, and more when the CPU is shared: 15 s leaves room,
-    # and users see that the bot is working meanwhile (Slack's placeholder, the CLI).
+    # Past the budget the plain wording is sent. SmolLM2 writes ~20-25 tokens/s on 2 cores
+    # (bench/tone.py), so a reply of ~45 words takes 3-4 s, and more when the CPU is shared:
+    # 15 s leaves room, and users see that the bot is working meanwhile (Slack's placeholder,
+    # the CLI).
     tone_time_budget_s: float = Field(default=15.0, gt=0)
     cohere_chat_model: str = "command-r-08-2024"
     # A chat reply is generated, not looked up: it needs longer than a rerank call.

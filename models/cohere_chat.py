@@ -24,7 +24,7 @@ from bot.verify import split_sentences, strip_citations
 from models.base import Draft, DraftRequest
 from models.template import TemplateGenerator
 from models.tone import guard
-from models.tone.prompt import SYSTEM, plain_fallback, shown
+from models.tone.prompt import VOICE, plain_fallback, shown
 
 
 class CohereChatGenerator:
@@ -106,7 +106,7 @@ class CohereChatGenerator:
             response = self._client.chat(
                 model=self.model,
                 messages=[
-                    {"role": "system", "content": SYSTEM},
+                    {"role": "system", "content": VOICE},
                     {"role": "user", "content": _ask(seen)},
                 ],
                 documents=[

@@ -10,7 +10,9 @@ fact, so the plain wording is sent instead of a reply with a fact missing:
 - every fact in the reply appears in some snippet (nothing invented);
 - every [n] marker names a snippet's source, and an answer cites at least one;
 - a reply that states no policy (clarify, abstain, error) contains no fact and no marker,
-  and a clarifying question names every topic offered.
+  and a clarifying question names every topic offered;
+- no sentence is said twice (a model caught in a loop repeats a fact, often without its
+  marker, which verification would then reject).
 
 The same functions measure fact preservation and invented facts in `supportbot tone eval`.
 """
@@ -23,6 +25,10 @@ from collections.abc import Iterable
 from bot.verify import Fact, citations, extract_facts, split_sentences
 from models.base import DraftRequest
 
+# A citation marker, ignored when comparing sentences.
+_MARKER = re.compile(r"\s*\[\d+\]")
+# Shorter sentences ("Thanks.") may fairly recur; a repeated fact is longer.
+_REPEAT_MIN_WORDS = 4
 # The model's end of turn, and anything that would start a new turn.
 _END = re.compile(r"<\|im_end\|>|<\|im_start\|>|<\|endoftext\|>")
 
@@ -78,6 +84,19 @@ def invented_facts(request: DraftRequest, reply: str) -> list[Fact]:
     return sorted((f for f in extract_facts(reply) if not _present(f, known, flat)), key=_key)
 
 
+def repeated_sentence(reply: str) -> str | None:
+    """The first sentence the reply says a second time (markers and case aside), if any."""
+    seen: set[str] = set()
+    for sentence in split_sentences(reply):
+        key = " ".join(_MARKER.sub("", sentence).lower().split())
+        if len(key.split()) < _REPEAT_MIN_WORDS:
+            continue
+        if key in seen:
+            return sentence
+        seen.add(key)
+    return None
+
+
 def problems(request: DraftRequest, reply: str) -> list[str]:
     """Why the reply cannot be offered as a draft for `request`; empty when it can."""
     if not reply.strip():
@@ -103,4 +122,7 @@ def problems(request: DraftRequest, reply: str) -> list[str]:
     invented = invented_facts(request, reply)
     if invented:
         found.append("adds " + ", ".join(repr(f.text) for f in invented[:3]))
+    repeated = repeated_sentence(reply)
+    if repeated:
+        found.append(f"repeats {repeated[:60]!r}")
     return found

@@ -13,14 +13,18 @@ from bot.injection import is_injection
 from models.base import Draft, DraftRequest, Generator
 
 # Distilled from models/tone/style.md: who speaks, how, and the hard rule (facts copied
-# closely with their [n] markers, nothing added). Short on purpose: every token here is
-# paid for on every reply, and on every training example, before the first word appears.
-SYSTEM = (
+# closely with their [n] markers, nothing added). A model that never saw the voice data
+# (the untuned base, Cohere's chat model) needs all of it in its prompt.
+VOICE = (
     "You are Northwind Home's support assistant. Be warm, brief and plain; never blame. "
     "State only the given facts, worded closely, every number and name exact, each "
     "sentence ending with its [n]. Internal: terse, facts only. End customer replies with "
     "a next step. Reply in English."
 )
+# The tuned model learned the voice from its examples, so its prompt only names the role:
+# every prompt token costs ~2 ms on 2 cores before the first word (bench/tone.py), and the
+# 64 tokens of VOICE were a third of a typical prompt.
+SYSTEM = "Northwind Home support replies."
 
 # Long facts are cut (at a word) so one pasted passage cannot crowd out the others or the
 # reply; the [n] of the fact is kept, so the reply can still cite it.
@@ -112,10 +116,12 @@ def user_message(request: DraftRequest) -> str:
     return "\n".join(lines)
 
 
-def messages(request: DraftRequest, reply: str | None = None) -> list[dict[str, str]]:
+def messages(
+    request: DraftRequest, reply: str | None = None, *, system: str = SYSTEM
+) -> list[dict[str, str]]:
     """Chat messages for `request`; with `reply`, the assistant turn a training example ends in."""
     chat = [
-        {"role": "system", "content": SYSTEM},
+        {"role": "system", "content": system},
         {"role": "user", "content": user_message(request)},
     ]
     if reply is not None:
@@ -123,10 +129,13 @@ def messages(request: DraftRequest, reply: str | None = None) -> list[dict[str, 
     return chat
 
 
-def prompt_ids(tokenizer: Any, request: DraftRequest) -> list[int]:
+def prompt_ids(tokenizer: Any, request: DraftRequest, *, system: str = SYSTEM) -> list[int]:
     """Token ids of the prompt, ending where the assistant's reply begins."""
     ids = tokenizer.apply_chat_template(
-        messages(request), add_generation_prompt=True, tokenize=True, return_dict=False
+        messages(request, system=system),
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=False,
     )
     return _ids(ids)
 

@@ -38,6 +38,17 @@ def test_markers_must_name_given_sources():
     assert "cites no source" in guard.problems(ANSWER, uncited)
 
 
+def test_a_reply_that_repeats_a_fact_is_caught():
+    """A looping reply says a fact twice, the second time often without its marker; short
+    courtesies may recur."""
+    fact = "You can return most items within 45 days of delivery."
+    looped = GOOD.replace(f"{fact} [1]", f"{fact} {fact} [1]")
+    (problem,) = guard.problems(ANSWER, looped)
+    assert problem.startswith("repeats")
+    assert fact in problem
+    assert guard.problems(ANSWER, GOOD.replace("[2]", "[2] Thanks. Thanks.")) == []
+
+
 def test_replies_that_state_no_policy_carry_no_facts_or_topics_lost():
     """A clarifying question names every topic and no fact; an abstention adds none."""
     clarify = DraftRequest(
