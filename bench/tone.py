@@ -7,8 +7,8 @@
 
 Every figure comes with its baseline from the same run: the tuned adapter next to the
 untuned base and the plain wording (template); prompt lookup next to plain greedy decoding,
-float32 next to bfloat16. The conversion
-runs in a child process (its ~1 GB peak would otherwise hide the serving process's peak).
+float32 next to bfloat16. The conversion runs in a child process (its ~1 GB peak would
+otherwise hide the serving process's peak).
 """
 
 from __future__ import annotations

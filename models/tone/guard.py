@@ -22,11 +22,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from bot.verify import Fact, citations, extract_facts, split_sentences
+from bot.verify import Fact, citations, extract_facts, split_sentences, strip_citations
 from models.base import DraftRequest
 
-# A citation marker, ignored when comparing sentences.
-_MARKER = re.compile(r"\s*\[\d+\]")
 # Shorter sentences ("Thanks.") may fairly recur; a repeated fact is longer.
 _REPEAT_MIN_WORDS = 4
 # The model's end of turn, and anything that would start a new turn.
@@ -88,7 +86,7 @@ def repeated_sentence(reply: str) -> str | None:
     """The first sentence the reply says a second time (markers and case aside), if any."""
     seen: set[str] = set()
     for sentence in split_sentences(reply):
-        key = " ".join(_MARKER.sub("", sentence).lower().split())
+        key = strip_citations(sentence).lower()
         if len(key.split()) < _REPEAT_MIN_WORDS:
             continue
         if key in seen:
