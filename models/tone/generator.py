@@ -28,7 +28,7 @@ from models.template import TemplateGenerator
 from models.tone import guard
 from models.tone.base_model import load_base, resolve_base
 from models.tone.errors import ToneModelError
-from models.tone.prompt import SYSTEM, VOICE, plain_fallback, prompt_ids, shown
+from models.tone.prompt import VOICE, plain_fallback, prompt_ids, shown
 from retrieval.embedding import file_sha256
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ class ToneGenerator:
         self.warm_up()
         tokenizer = self._tokenizer
         # The untuned base never saw the voice data: it gets the whole voice in its prompt.
-        system = SYSTEM if self.adapter_dir is not None else VOICE
+        system = None if self.adapter_dir is not None else VOICE
         ids = torch.tensor([prompt_ids(tokenizer, request, system=system)])
         clock = _Clock(time.perf_counter(), self.time_budget_s, on_text, tokenizer, ids.shape[1])
         lookup = (

@@ -21,10 +21,21 @@ VOICE = (
     "sentence ending with its [n]. Internal: terse, facts only. End customer replies with "
     "a next step. Reply in English."
 )
-# The tuned model learned the voice from its examples, so its prompt only names the role:
-# every prompt token costs ~2 ms on 2 cores before the first word (bench/tone.py), and the
-# 64 tokens of VOICE were a third of a typical prompt.
-SYSTEM = "Northwind Home support replies."
+# The tuned model learned the voice from its examples, so its system line only says what
+# to write and for whom: every prompt token costs ~2 ms on 2 cores before the first word
+# (bench/tone.py), and the 64 tokens of VOICE were a third of a typical prompt. Reader and
+# kind decide a reply's whole shape, and this small model follows the system line more
+# closely than the "Audience:"/"Task:" lines of the user turn: with those alone, held-out
+# internal answers came out in the customer voice, and some answers in the clarify, abstain
+# or error wording.
+SYSTEM = "Northwind Home support: {what} for {reader}."
+_READER = {"customer": "a customer", "internal": "a colleague"}
+_WHAT = {
+    "answer": "an answer",
+    "clarify": "a clarifying question",
+    "abstain": "a handoff",
+    "error": "an error apology",
+}
 
 # Long facts are cut (at a word) so one pasted passage cannot crowd out the others or the
 # reply; the [n] of the fact is kept, so the reply can still cite it.
@@ -116,12 +127,21 @@ def user_message(request: DraftRequest) -> str:
     return "\n".join(lines)
 
 
+def system_line(request: DraftRequest) -> str:
+    """The tuned model's system prompt for `request`: what to write, and for whom."""
+    return SYSTEM.format(
+        what=_WHAT.get(request.kind, request.kind),
+        reader=_READER.get(request.audience.value, request.audience.value),
+    )
+
+
 def messages(
-    request: DraftRequest, reply: str | None = None, *, system: str = SYSTEM
+    request: DraftRequest, reply: str | None = None, *, system: str | None = None
 ) -> list[dict[str, str]]:
-    """Chat messages for `request`; with `reply`, the assistant turn a training example ends in."""
+    """Chat messages for `request`; with `reply`, the assistant turn a training example ends
+    in. The system prompt is the tuned model's (`system_line`) unless one is given."""
     chat = [
-        {"role": "system", "content": system},
+        {"role": "system", "content": system or system_line(request)},
         {"role": "user", "content": user_message(request)},
     ]
     if reply is not None:
@@ -129,7 +149,7 @@ def messages(
     return chat
 
 
-def prompt_ids(tokenizer: Any, request: DraftRequest, *, system: str = SYSTEM) -> list[int]:
+def prompt_ids(tokenizer: Any, request: DraftRequest, *, system: str | None = None) -> list[int]:
     """Token ids of the prompt, ending where the assistant's reply begins."""
     ids = tokenizer.apply_chat_template(
         messages(request, system=system),

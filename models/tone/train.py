@@ -54,7 +54,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 10
-    epochs: int = 2
+    epochs: int = 3
     batch_size: int = 8
     max_tokens: int = 640  # longer examples are skipped (and counted in the manifest)
     seed: int = 7
