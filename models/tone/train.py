@@ -36,7 +36,8 @@ CHECKPOINT = "checkpoint.pt"
 
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
-    """Hyper-parameters; all of them go into the manifest and into the checkpoint's key."""
+    """Hyper-parameters; all of them go into the manifest, and those that decide the adapter
+    (`deciding`) into the checkpoint's key."""
 
     rank: int = 16
     alpha: int = 32
@@ -62,6 +63,11 @@ class TrainConfig:
     checkpoint_every: int = 10  # optimizer steps
     max_steps: int | None = None  # stop early (tests, quick runs); None: all epochs
 
+    def deciding(self) -> dict[str, Any]:
+        """The hyper-parameters that decide the adapter: all but how the run is paced (threads
+        and checkpoints change neither its steps nor its result)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("checkpoint_every", "threads")}
+
 
 @dataclass(slots=True)
 class TrainResult:
@@ -78,8 +84,9 @@ def run_key(base: BaseCheckpoint, data_hash: str, config: TrainConfig) -> str:
     """Which checkpoint a run may resume: same base, data, prompt and hyper-parameters."""
     import hashlib
 
-    stable = {k: v for k, v in asdict(config).items() if k not in ("checkpoint_every", "threads")}
-    blob = json.dumps([base.sha256, data_hash, SYSTEM, stable], sort_keys=True, default=str)
+    blob = json.dumps(
+        [base.sha256, data_hash, SYSTEM, config.deciding()], sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
